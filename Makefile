@@ -1,0 +1,42 @@
+# The user interface of the project. Every target makes the environment and the data it needs.
+#   make reproduce [ARGS="train.epochs=20 ..."]   the three models at the paper's defaults
+#   make test                                     the test suite (under 10 minutes on 2 cores)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MODEL ?= cerebral_lstm
+ARGS ?=
+
+.PHONY: setup data train reproduce plan test test-slow clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+# Fetches the upstream files into data/ (CEREBRAL_DATA_MIRROR=DIR copies from a local checkout).
+data: setup
+	$(PY) -m cerebral.data
+
+train: data
+	$(PY) -m cerebral.train model=$(MODEL) $(ARGS)
+
+plan: data
+	$(PY) scripts/reproduce.py --plan-only $(ARGS)
+
+reproduce: data
+	$(PY) scripts/reproduce.py $(ARGS)
+
+test: data
+	$(PY) -m pytest
+
+# The checks that take minutes at paper size (e.g. the first epochs against the published curves).
+test-slow: data
+	$(PY) -m pytest -m slow
+
+clean:
+	rm -rf results/runs outputs multirun .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

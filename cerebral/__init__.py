@@ -1,0 +1,5 @@
+"""Cerebral LSTM (Kumar 2020) for PyTorch, and the harness that reproduces the paper's curves."""
+
+from cerebral.cores import CerebralLSTM, CerebralLSTMCell
+
+__all__ = ["CerebralLSTM", "CerebralLSTMCell"]

@@ -1,0 +1,90 @@
+"""Checks a composed config before any work starts, so a bad value fails in a second with a
+message that names the key and a valid example, not hours later or deep in a traceback."""
+
+import numbers
+
+import torch
+from omegaconf import OmegaConf
+
+from cerebral.models import CORES, INITS
+
+SAMPLINGS = ("random_batches", "shuffled_pass")
+DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("adagrad",)
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be trained with."""
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_config(cfg):
+    """Raise ConfigError listing every invalid value in `cfg`."""
+    problems = []
+
+    def need(ok, key, what, example):
+        if not ok:
+            value = OmegaConf.select(cfg, key)
+            problems.append(f"{key} must be {what}, got {value!r} (e.g. {key}={example})")
+
+    m, t, o = cfg.model, cfg.train, cfg.optim
+    need(m.core in CORES, "model.core", " or ".join(CORES), "cerebral")
+    need(_is_int(m.state_size) and m.state_size > 0, "model.state_size", "a positive integer", 512)
+    need(_is_int(m.num_layers) and m.num_layers > 0, "model.num_layers", "a positive integer", 1)
+    need(isinstance(m.gate_bias, bool), "model.gate_bias", "true or false", "false")
+    need(isinstance(m.post_bias, bool), "model.post_bias", "true or false", "false")
+    need(not (m.post_bias is True and m.core == "cerebral"), "model.post_bias",
+         "false for the cerebral core (post-activation biases belong to model.core=lstm)", "false")
+    need(m.init in INITS, "model.init", " or ".join(INITS), "tf_xavier")
+    need(_is_int(m.xavier_stack) and m.xavier_stack > 0, "model.xavier_stack", "a positive integer", 4)
+    need(_is_number(m.dropout) and 0 <= m.dropout < 1, "model.dropout", "a number in [0, 1)", 0.0)
+    need(_is_int(cfg.data.seq_len) and cfg.data.seq_len > 0, "data.seq_len", "a positive integer", 20)
+    need(_is_int(t.epochs) and t.epochs > 0, "train.epochs", "a positive integer", 500)
+    need(_is_int(t.batch_size) and t.batch_size > 0, "train.batch_size", "a positive integer", 128)
+    need(t.sampling in SAMPLINGS, "train.sampling", " or ".join(SAMPLINGS), "random_batches")
+    if t.sampling == "shuffled_pass":
+        need(t.steps_per_epoch is None, "train.steps_per_epoch",
+             "null with train.sampling=shuffled_pass (one pass sets it)", "null")
+    else:
+        need(_is_int(t.steps_per_epoch) and t.steps_per_epoch > 0, "train.steps_per_epoch",
+             "a positive integer", 100)
+    need(o.name in OPTIMIZERS, "optim.name", " or ".join(OPTIMIZERS), "adagrad")
+    need(_is_number(o.lr) and o.lr > 0, "optim.lr", "a positive number", 0.05)
+    need(_is_number(o.initial_accumulator_value) and o.initial_accumulator_value >= 0,
+         "optim.initial_accumulator_value", "a number >= 0", 0.1)
+    need(_is_int(cfg.seed) and cfg.seed >= 0, "seed", "a non-negative integer", 0)
+    need(cfg.device in DEVICES, "device", " or ".join(DEVICES), "auto")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        problems.append("device=cuda, but PyTorch sees no CUDA device; use device=auto or device=cpu")
+    need(isinstance(cfg.out_dir, str) and cfg.out_dir != "", "out_dir", "a folder path", "results/runs/my_run")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def resolve_device(name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def config_differences(saved, new, ignore=("train.epochs",)):
+    """Keys whose values differ between two configs (dicts), as 'key: old -> new' lines."""
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(saved), flat(new)
+    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
+            for k in sorted(set(a) | set(b)) if k not in ignore and a.get(k) != b.get(k)]

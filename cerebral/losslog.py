@@ -1,0 +1,51 @@
+"""The published loss-file format, `[i] loss : <float>` one line per epoch from 0.
+
+This module is the only reader and writer of loss files in the project.
+"""
+
+import re
+from pathlib import Path
+
+from cerebral.atomic import write_text_atomic
+
+_LINE = re.compile(r"\[(\d+)\] loss : (\S+)")
+
+
+class LossFileError(ValueError):
+    """A loss file does not follow the published format."""
+
+
+def format_losses(losses):
+    return "".join(f"[{i}] loss : {float(v)!r}\n" for i, v in enumerate(losses))
+
+
+def parse_losses(text, name="<text>"):
+    """The per-epoch losses in `text`; a trailing newline or one blank last line is allowed."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if lines and lines[-1].strip() == "":
+        lines.pop()
+    losses = []
+    for number, line in enumerate(lines, start=1):
+        match = _LINE.fullmatch(line.rstrip("\r"))
+        if match is None:
+            raise LossFileError(f"{name}, line {number}: expected '[{len(losses)}] loss : "
+                                f"<float>', got {line!r}")
+        if int(match.group(1)) != len(losses):
+            raise LossFileError(f"{name}, line {number}: epoch index {match.group(1)}, "
+                                f"expected {len(losses)} (one line per epoch from 0)")
+        try:
+            losses.append(float(match.group(2)))
+        except ValueError:
+            raise LossFileError(f"{name}, line {number}: {match.group(2)!r} is not a number") from None
+    return losses
+
+
+def read_losses(path):
+    path = Path(path)
+    return parse_losses(path.read_text(encoding="utf-8"), name=str(path))
+
+
+def write_losses(path, losses):
+    write_text_atomic(path, format_losses(losses))

@@ -1,0 +1,71 @@
+"""The character-level models of the paper: embedding -> recurrent core -> linear head.
+
+`build_model(cfg.model, vocab_size)` makes `single_lstm`, `stacked_lstm` or `cerebral_lstm`
+from the options in `conf/model/*.yaml`; PROTOCOL.md gives the evidence behind each default.
+"""
+
+import math
+
+from torch import nn
+
+from cerebral.cores import CerebralLSTM, PostBiasLSTM
+
+CORES = ("lstm", "cerebral")
+INITS = ("tf_xavier", "torch")
+
+
+class CharRNN(nn.Module):
+    """A learned embedding of size `hidden_size` (no one-hot), a recurrent core, and a linear
+    layer with bias over the vocabulary (PROTOCOL fact 3). Batch-first token ids in, logits out."""
+
+    def __init__(self, vocab_size, core):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, core.hidden_size)
+        self.core = core
+        self.head = nn.Linear(core.hidden_size, vocab_size)
+
+    def forward(self, tokens, state=None):
+        output, state = self.core(self.embedding(tokens), state)
+        return self.head(output), state
+
+
+def tf_xavier_bound(fan_in, fan_out, stacked=1):
+    """TF1 `xavier_initializer` (uniform) on a tensor [stacked..., fan_in, fan_out]: both fans
+    are multiplied by the leading dimensions (PROTOCOL fact 5)."""
+    return math.sqrt(6.0 / (stacked * (fan_in + fan_out)))
+
+
+def tf_xavier_init_(model, xavier_stack):
+    """Initialise `model` as the TF1 code behind the published curves did.
+
+    Gate weights are uniform in +-tf_xavier_bound(fan_in, hidden, xavier_stack), where
+    `xavier_stack` is the number of gate matrices TF stored in one tensor ([4, 512, 512] for the
+    single LSTM and for each Cerebral path, [2, 4, 512, 512] for the two-stacked LSTM); the
+    embedding and the head are plain 2-D Xavier; every bias starts at zero.
+    """
+    hidden = model.core.hidden_size
+    for name, p in model.named_parameters():
+        if name.startswith("core.weight_"):
+            bound = tf_xavier_bound(p.shape[1], hidden, xavier_stack)
+        elif name in ("embedding.weight", "head.weight"):
+            bound = tf_xavier_bound(*p.shape)
+        else:
+            nn.init.zeros_(p)
+            continue
+        nn.init.uniform_(p, -bound, bound)
+
+
+def build_model(cfg, vocab_size):
+    """The model described by a `conf/model/*.yaml` config."""
+    size, layers = cfg.state_size, cfg.num_layers
+    options = dict(bias=cfg.gate_bias, batch_first=True, dropout=cfg.dropout)
+    if cfg.core == "cerebral":
+        core = CerebralLSTM(size, size, layers, **options)
+    elif cfg.post_bias:
+        core = PostBiasLSTM(size, size, layers, **options)
+    else:
+        core = nn.LSTM(size, size, layers, **options)
+    model = CharRNN(vocab_size, core)
+    if cfg.init == "tf_xavier":
+        tf_xavier_init_(model, cfg.xavier_stack)
+    return model

@@ -1,0 +1,205 @@
+"""One training loop for every model: `python -m cerebral.train model=cerebral_lstm key=value ...`
+
+Each run directory (`out_dir`) holds config.yaml (the resolved config), checkpoint.pt (written
+atomically after every epoch), loss.txt in the published format, metrics.csv and run.json
+(device, versions, commit). Re-running the same command resumes from the checkpoint and ends
+bit for bit where an uninterrupted run would (on CPU); raising train.epochs extends a run.
+"""
+
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import hydra
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from cerebral import data as chardata
+from cerebral.atomic import atomic_path, write_text_atomic
+from cerebral.config import ConfigError, check_config, config_differences, resolve_device
+from cerebral.losslog import write_losses
+from cerebral.models import build_model
+
+CHECKPOINT = "checkpoint.pt"
+METRICS_COLUMNS = ("epoch", "train_loss", "seconds", "chars_per_second")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+USER_ERRORS = (ConfigError, chardata.DataError, TrainingDiverged)  # reported as one line, no traceback
+
+
+class BatchSampler:
+    """Batches of sequence indices for one epoch, from a generator of its own (saved in the
+    checkpoint, so a resumed run draws the same batches).
+
+    random_batches: every step draws `batch_size` sequences uniformly without replacement,
+    independently of the other steps (PROTOCOL fact 2). shuffled_pass: one permutation per
+    epoch, cut into len // batch_size batches.
+    """
+
+    def __init__(self, num_sequences, train_cfg, seed):
+        self.n, self.batch, self.sampling = num_sequences, train_cfg.batch_size, train_cfg.sampling
+        self.steps = (train_cfg.steps_per_epoch if self.sampling == "random_batches"
+                      else num_sequences // self.batch)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def epoch(self):
+        if self.sampling == "random_batches":
+            for _ in range(self.steps):
+                yield torch.randperm(self.n, generator=self.generator)[: self.batch]
+        else:
+            order = torch.randperm(self.n, generator=self.generator)
+            yield from order[: self.steps * self.batch].view(self.steps, self.batch)
+
+
+def make_optimizer(cfg, params):
+    return torch.optim.Adagrad(params, lr=cfg.lr, initial_accumulator_value=cfg.initial_accumulator_value)
+
+
+def train_step(model, optimizer, inputs, targets):
+    """One step from a zero state: mean cross-entropy over every character of the batch."""
+    logits, _ = model(inputs)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def git_commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, cwd=Path(__file__).parent, timeout=10)
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+    except OSError:
+        return None
+
+
+def device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def record_session(run_dir, device):
+    """Append this process's device, versions and commit to run.json (one entry per session)."""
+    path = run_dir / "run.json"
+    record = json.loads(path.read_text()) if path.exists() else {"sessions": []}
+    record["sessions"].append({
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": device_name(device), "torch": torch.__version__,
+        "python": platform.python_version(), "git_commit": git_commit(),
+        "command": " ".join(sys.argv),
+    })
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+
+
+def prepare_run_dir(cfg):
+    """Create the run directory, or check that an existing one was made with this config."""
+    run_dir = Path(cfg.out_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    saved_path = run_dir / "config.yaml"
+    if saved_path.exists():
+        saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True)
+        differences = config_differences(saved, resolved)
+        if differences:
+            raise ConfigError(
+                f"{run_dir} holds a run with another configuration:\n  " + "\n  ".join(differences)
+                + "\nOnly train.epochs may change when resuming. Use another out_dir=PATH, "
+                "or delete the folder to start over.")
+    write_text_atomic(saved_path, OmegaConf.to_yaml(resolved))
+    return run_dir
+
+
+def save_checkpoint(path, model, optimizer, sampler, history):
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "sampler_rng": sampler.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                    "history": history}, tmp)
+
+
+def write_outputs(run_dir, history):
+    write_losses(run_dir / "loss.txt", [row["train_loss"] for row in history])
+    lines = [",".join(METRICS_COLUMNS)] + [",".join(repr(row[c]) for c in METRICS_COLUMNS) for row in history]
+    write_text_atomic(run_dir / "metrics.csv", "\n".join(lines) + "\n")
+
+
+def train(cfg):
+    """Train (or resume, or extend) the run described by `cfg`; return the per-epoch losses."""
+    check_config(cfg)
+    data = chardata.load(cfg.data.dir, cfg.data.seq_len)
+    if cfg.train.batch_size > len(data.inputs):
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the "
+                          f"{len(data.inputs)} sequences in the data")
+    run_dir = prepare_run_dir(cfg)
+    device = resolve_device(cfg.device)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, data.vocab_size).to(device)
+    optimizer = make_optimizer(cfg.optim, model.parameters())
+    sampler = BatchSampler(len(data.inputs), cfg.train, cfg.seed)
+    history = []
+    checkpoint = run_dir / CHECKPOINT
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        sampler.generator.set_state(state["sampler_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        history = state["history"]
+    write_outputs(run_dir, history)
+    if len(history) >= cfg.train.epochs:
+        print(f"{run_dir}: already trained for {len(history)} epochs (train.epochs={cfg.train.epochs})")
+        return [row["train_loss"] for row in history]
+
+    record_session(run_dir, device)
+    inputs, targets = data.inputs.to(device), data.targets.to(device)
+    chars_per_step = sampler.batch * data.inputs.shape[1]
+    bar = tqdm(total=cfg.train.epochs * sampler.steps, initial=len(history) * sampler.steps,
+               desc=f"{cfg.model.name} seed {cfg.seed}", unit="step", dynamic_ncols=True)
+    model.train()
+    for epoch in range(len(history), cfg.train.epochs):
+        start, total = time.perf_counter(), 0.0
+        for step, batch in enumerate(sampler.epoch()):
+            batch = batch.to(device)
+            loss = train_step(model, optimizer, inputs[batch], targets[batch]).item()
+            if not math.isfinite(loss):
+                bar.close()
+                raise TrainingDiverged(
+                    f"the loss became {loss} at epoch {epoch}, step {step}; stopped. {checkpoint} "
+                    f"keeps the last good state (epoch {len(history) - 1}). Try a smaller optim.lr.")
+            total += loss
+            bar.set_postfix(epoch=epoch, loss=f"{total / (step + 1):.4f}", refresh=False)
+            bar.update()
+        seconds = time.perf_counter() - start
+        history.append({"epoch": epoch, "train_loss": total / sampler.steps, "seconds": seconds,
+                        "chars_per_second": sampler.steps * chars_per_step / seconds})
+        save_checkpoint(checkpoint, model, optimizer, sampler, history)
+        write_outputs(run_dir, history)
+    bar.close()
+    print(f"{run_dir}: {len(history)} epochs, final loss {history[-1]['train_loss']:.4f} -> {run_dir / 'loss.txt'}")
+    return [row["train_loss"] for row in history]
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base=None)
+def main(cfg):
+    try:
+        train(cfg)
+    except USER_ERRORS as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Train the paper's three models one after another: `make reproduce ARGS="key=value ..."`.
+
+Prints the plan and an estimate timed on this device first. The two-stacked model runs 791
+epochs, as its published file, because claim C5 (it needs ~678 epochs to reach Cerebral's
+500-epoch loss) rests on them; ARGS come last, so `train.epochs=20` shortens every run.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from cerebral import data as chardata
+from cerebral.config import check_config, resolve_device
+from cerebral.losslog import read_losses
+from cerebral.models import build_model
+from cerebral.train import USER_ERRORS, make_optimizer, train, train_step
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = [("single_lstm", []), ("stacked_lstm", ["train.epochs=791"]), ("cerebral_lstm", [])]
+
+
+def seconds_per_step(cfg, vocab_size, seq_len, repeats=3):
+    """Median time of a training step at `cfg`'s sizes on its device, after one warm-up step."""
+    device = resolve_device(cfg.device)
+    model = build_model(cfg.model, vocab_size).to(device)
+    optimizer = make_optimizer(cfg.optim, model.parameters())
+    tokens = torch.randint(0, vocab_size, (cfg.train.batch_size, seq_len), device=device)
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        train_step(model, optimizer, tokens, tokens)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def epochs_done(cfg):
+    loss_file = Path(cfg.out_dir) / "loss.txt"
+    return len(read_losses(loss_file)) if loss_file.exists() else 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. train.epochs=20")
+    parser.add_argument("--plan-only", action="store_true", help="print the plan and estimate, train nothing")
+    args = parser.parse_args()
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        configs = [compose("config", overrides=[f"model={m}", *extra, *args.overrides]) for m, extra in RUNS]
+    try:
+        for cfg in configs:
+            check_config(cfg)
+        data = chardata.load(configs[0].data.dir, configs[0].data.seq_len)
+    except USER_ERRORS as e:
+        sys.exit(f"error: {e}")
+
+    print(f"Plan on {resolve_device(configs[0].device)} (step times measured now, {torch.get_num_threads()} threads):")
+    print(f"{'model':<15}{'epochs':>8}{'done':>6}{'steps/epoch':>13}{'s/step':>8}{'estimate':>11}  out_dir")
+    total = 0.0
+    for cfg in configs:
+        steps = cfg.train.steps_per_epoch or len(data.inputs) // cfg.train.batch_size
+        remaining = max(cfg.train.epochs - epochs_done(cfg), 0) * steps
+        per_step = seconds_per_step(cfg, data.vocab_size, data.inputs.shape[1]) if remaining else 0.0
+        total += remaining * per_step
+        print(f"{cfg.model.name:<15}{cfg.train.epochs:>8}{epochs_done(cfg):>6}{steps:>13}"
+              f"{per_step:>8.3f}{remaining * per_step / 3600:>10.2f}h  {cfg.out_dir}")
+    print(f"{'total':<50}{total / 3600:>10.2f}h", flush=True)
+    if args.plan_only:
+        return
+    try:
+        for cfg in configs:
+            train(cfg)
+    except USER_ERRORS as e:
+        sys.exit(f"error: {e}")
+    print("Loss files (published format):")
+    for cfg in configs:
+        print(f"  {cfg.model.name:<15} {Path(cfg.out_dir) / 'loss.txt'}")
+
+
+if __name__ == "__main__":
+    main()

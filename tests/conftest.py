@@ -1,0 +1,38 @@
+import shutil
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from cerebral import data as chardata
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """The project's data folder, fetched (from CEREBRAL_DATA_MIRROR or the network) if needed."""
+    chardata.fetch(ROOT / "data", log=lambda message: None)
+    return ROOT / "data"
+
+
+@pytest.fixture
+def upstream_layout(data_dir, tmp_path):
+    """A folder laid out like the upstream repository, built from the verified files."""
+    root = tmp_path / "upstream"
+    for upstream_path, (local, _) in chardata.FILES.items():
+        (root / upstream_path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(data_dir / local, root / upstream_path)
+    return root
+
+
+def compose_config(*overrides):
+    """The composed config `python -m cerebral.train OVERRIDES` would run with."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        return compose("config", overrides=list(overrides))
+
+
+def tiny_overrides(data_dir, out_dir, *extra):
+    """A run of seconds: small state, few steps, small batches."""
+    return [f"data.dir={data_dir}", f"out_dir={out_dir}", "model.state_size=16",
+            "train.steps_per_epoch=3", "train.batch_size=8", "train.epochs=2", "device=cpu", *extra]

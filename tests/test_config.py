@@ -1,0 +1,75 @@
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import MissingConfigException
+
+from cerebral.config import ConfigError, check_config, config_differences
+from conftest import ROOT, compose_config
+
+MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+TRAINS = sorted(p.stem for p in (ROOT / "conf" / "train").glob("*.yaml"))
+
+
+def test_the_default_composition_is_the_paper_protocol():
+    cfg = compose_config()
+    assert cfg.model.name == "cerebral_lstm" and cfg.model.state_size == 512
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.initial_accumulator_value) == ("adagrad", 0.05, 0.1)
+    assert (cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.batch_size) == (500, 100, 128)
+    assert cfg.data.seq_len == 20 and cfg.model.init == "tf_xavier" and cfg.seed == 0
+    assert cfg.out_dir == "results/runs/cerebral_lstm/seed0"
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("train", TRAINS)
+def test_every_config_composes_and_checks(model, train):
+    cfg = compose_config(f"model={model}", f"train={train}")
+    check_config(cfg)
+    assert cfg.model.name == model
+
+
+def test_keys_users_rely_on_are_overridable():
+    cfg = compose_config("model=single_lstm", "model.state_size=64", "train.epochs=3",
+                         "train.steps_per_epoch=7", "train.batch_size=9", "optim.lr=0.1", "seed=4",
+                         "device=cpu", "out_dir=/tmp/x")
+    assert (cfg.model.state_size, cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.batch_size,
+            cfg.optim.lr, cfg.seed, cfg.device, cfg.out_dir) == (64, 3, 7, 9, 0.1, 4, "cpu", "/tmp/x")
+    assert compose_config("seed=3").out_dir == "results/runs/cerebral_lstm/seed3"
+
+
+def test_unknown_model_is_refused_with_the_available_ones():
+    with pytest.raises(MissingConfigException, match="(?s)model/transformer.*cerebral_lstm"):
+        compose_config("model=transformer")
+
+
+@pytest.mark.parametrize("override,key", [
+    ("optim.lr=-0.05", "optim.lr"), ("optim.lr=0", "optim.lr"),
+    ("train.batch_size=0", "train.batch_size"), ("model.state_size=abc", "model.state_size"),
+    ("model.state_size=1.5", "model.state_size"), ("model.state_size=-3", "model.state_size"),
+    ("model.core=gru", "model.core"), ("train.epochs=0", "train.epochs"),
+    ("device=tpu", "device"), ("model.init=he", "model.init"), ("model.dropout=1.5", "model.dropout"),
+    ("train.sampling=shuffled_pass", "train.steps_per_epoch"), ("model.post_bias=true", "model.post_bias"),
+])
+def test_invalid_values_are_refused_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=f"{key} must be"):
+        check_config(compose_config(override))
+
+
+def test_every_problem_is_listed_at_once():
+    with pytest.raises(ConfigError) as error:
+        check_config(compose_config("optim.lr=-1", "train.batch_size=0"))
+    assert "optim.lr" in str(error.value) and "train.batch_size" in str(error.value)
+
+
+def test_the_command_line_refuses_bad_values_before_any_work(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "cerebral.train", "optim.lr=-1",
+                             f"out_dir={tmp_path / 'run'}"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode != 0
+    assert "optim.lr must be a positive number, got -1" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_differences_name_the_changed_keys():
+    saved = {"train": {"epochs": 5, "batch_size": 128}, "optim": {"lr": 0.05}}
+    new = {"train": {"epochs": 9, "batch_size": 64}, "optim": {"lr": 0.05}, "extra": 1}
+    assert config_differences(saved, new) == ["extra: '<absent>' -> 1", "train.batch_size: 128 -> 64"]

@@ -1,0 +1,104 @@
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from cerebral.config import ConfigError
+from cerebral.losslog import read_losses
+from cerebral.train import CHECKPOINT, TrainingDiverged, train
+from conftest import ROOT, compose_config, tiny_overrides
+
+
+@pytest.mark.parametrize("model", ["single_lstm", "stacked_lstm", "cerebral_lstm"])
+def test_a_tiny_run_writes_the_published_format_and_its_records(model, data_dir, tmp_path):
+    run = tmp_path / "run"
+    losses = train(compose_config(*tiny_overrides(data_dir, run, f"model={model}")))
+    text = (run / "loss.txt").read_text()
+    assert re.fullmatch(r"(\[\d+\] loss : \d+\.\d+(e-?\d+)?\n){2}", text)
+    assert read_losses(run / "loss.txt") == losses and len(losses) == 2
+    assert 2.0 < losses[0] < 5.0  # near ln(89) = 4.49 at the start
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["train_loss"]) for r in rows] == losses
+    assert all(float(r["seconds"]) > 0 for r in rows)
+    saved = OmegaConf.load(run / "config.yaml")
+    assert saved.model.name == model and saved.model.state_size == 16
+    assert (run / CHECKPOINT).exists() and (run / "run.json").exists()
+
+
+def test_shuffled_pass_epochs_cover_the_data_once(data_dir, tmp_path):
+    cfg = compose_config(*tiny_overrides(data_dir, tmp_path / "run", "train=pass", "train.batch_size=4096",
+                                         "train.epochs=1", "train.steps_per_epoch=null"))
+    train(cfg)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    chars = float(rows[0]["chars_per_second"]) * float(rows[0]["seconds"])
+    assert round(chars) == (15259 // 4096) * 4096 * 20
+
+
+def test_extending_a_run_equals_an_uninterrupted_run_bit_for_bit(data_dir, tmp_path):
+    straight = train(compose_config(*tiny_overrides(data_dir, tmp_path / "a", "train.epochs=4")))
+    train(compose_config(*tiny_overrides(data_dir, tmp_path / "b", "train.epochs=2")))
+    extended = train(compose_config(*tiny_overrides(data_dir, tmp_path / "b", "train.epochs=4")))
+    assert extended == straight
+    assert (tmp_path / "a" / "loss.txt").read_bytes() == (tmp_path / "b" / "loss.txt").read_bytes()
+
+
+def test_a_finished_run_is_not_retrained(data_dir, tmp_path, capsys):
+    cfg = compose_config(*tiny_overrides(data_dir, tmp_path / "run"))
+    train(cfg)
+    checkpoint = tmp_path / "run" / CHECKPOINT
+    before = checkpoint.stat().st_mtime_ns
+    assert len(train(cfg)) == 2
+    assert checkpoint.stat().st_mtime_ns == before
+    assert "already trained for 2 epochs" in capsys.readouterr().out
+
+
+def test_a_run_with_other_settings_is_refused_naming_the_keys(data_dir, tmp_path):
+    train(compose_config(*tiny_overrides(data_dir, tmp_path / "run")))
+    with pytest.raises(ConfigError, match=r"(?s)optim.lr: 0.05 -> 0.1.*seed: 0 -> 1"):
+        train(compose_config(*tiny_overrides(data_dir, tmp_path / "run", "optim.lr=0.1", "seed=1")))
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+    run = tmp_path / "run"
+    train(compose_config(*tiny_overrides(data_dir, run, "train.epochs=1")))
+    # Poison the weights of the saved epoch, so the next epoch's loss is NaN.
+    state = torch.load(run / CHECKPOINT, weights_only=True)
+    state["model"]["head.bias"].fill_(float("nan"))
+    torch.save(state, run / CHECKPOINT)
+    good = (run / CHECKPOINT).read_bytes()
+    with pytest.raises(TrainingDiverged, match=r"the loss became nan at epoch 1, step 0.*epoch 0"):
+        train(compose_config(*tiny_overrides(data_dir, run, "train.epochs=3")))
+    assert (run / CHECKPOINT).read_bytes() == good
+    assert len(read_losses(run / "loss.txt")) == 1
+
+
+def test_resume_after_kill_9_ends_with_the_same_loss_file(data_dir, tmp_path):
+    args = ["model=cerebral_lstm", "model.state_size=48", "train.steps_per_epoch=10",
+            "train.batch_size=64", "train.epochs=12", "device=cpu", f"data.dir={data_dir}"]
+    command = [sys.executable, "-m", "cerebral.train", *args]
+    subprocess.run(command + [f"out_dir={tmp_path / 'straight'}"], check=True, cwd=ROOT, capture_output=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(command + [f"out_dir={killed}"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        loss_file = killed / "loss.txt"
+        if loss_file.exists() and len(loss_file.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    interrupted = read_losses(killed / "loss.txt")
+    assert 3 <= len(interrupted) < 12, "the run should have been killed part way"
+
+    subprocess.run(command + [f"out_dir={killed}"], check=True, cwd=ROOT, capture_output=True)
+    assert (killed / "loss.txt").read_bytes() == (tmp_path / "straight" / "loss.txt").read_bytes()
