@@ -8,6 +8,7 @@ bit for bit where an uninterrupted run would (on CPU); raising train.epochs exte
 
 import json
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -123,9 +124,9 @@ def prepare_run_dir(cfg):
     return run_dir
 
 
-def save_checkpoint(path, model, optimizer, sampler, history):
+def save_checkpoint(path, model, optimizer, sampler, history, vocab):
     with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "vocab": vocab,
                     "sampler_rng": sampler.generator.get_state(), "torch_rng": torch.get_rng_state(),
                     "history": history}, tmp)
 
@@ -145,6 +146,9 @@ def train(cfg):
                           f"{len(data.inputs)} sequences in the data")
     run_dir = prepare_run_dir(cfg)
     device = resolve_device(cfg.device)
+    # Deterministic kernels everywhere (PROTOCOL.md: scatter-add backward drifts otherwise);
+    # cuBLAS needs a fixed workspace for that, set before CUDA starts.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.vocab_size).to(device)
@@ -164,6 +168,8 @@ def train(cfg):
         print(f"{run_dir}: already trained for {len(history)} epochs (train.epochs={cfg.train.epochs})")
         return [row["train_loss"] for row in history]
 
+    print(f"{cfg.model.name}, seed {cfg.seed}: epochs {len(history)}-{cfg.train.epochs - 1} of "
+          f"{sampler.steps} steps x {sampler.batch} sequences on {device_name(device)} -> {run_dir}")
     record_session(run_dir, device)
     inputs, targets = data.inputs.to(device), data.targets.to(device)
     chars_per_step = sampler.batch * data.inputs.shape[1]
@@ -186,7 +192,7 @@ def train(cfg):
         seconds = time.perf_counter() - start
         history.append({"epoch": epoch, "train_loss": total / sampler.steps, "seconds": seconds,
                         "chars_per_second": sampler.steps * chars_per_step / seconds})
-        save_checkpoint(checkpoint, model, optimizer, sampler, history)
+        save_checkpoint(checkpoint, model, optimizer, sampler, history, data.vocab)
         write_outputs(run_dir, history)
     bar.close()
     print(f"{run_dir}: {len(history)} epochs, final loss {history[-1]['train_loss']:.4f} -> {run_dir / 'loss.txt'}")
