@@ -6,8 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 MODEL ?= cerebral_lstm
 ARGS ?=
+RUNS ?= results/runs
 
-.PHONY: setup data train reproduce plan test test-slow clean
+.PHONY: setup data train reproduce plan figures compare test test-slow clean
 
 setup: $(VENV)/.installed
 
@@ -27,8 +28,19 @@ train: data
 plan: data
 	$(PY) scripts/reproduce.py --plan-only $(ARGS)
 
+# data -> the three models -> figures -> claims report (results/REPORT.md), ending with the claims table.
 reproduce: data
 	$(PY) scripts/reproduce.py $(ARGS)
+	$(MAKE) --no-print-directory figures compare
+
+# Figs. 12-14 and an overview (linear and log loss axis) from the published curves and the runs in RUNS.
+figures: data
+	$(PY) scripts/plot.py --runs $(RUNS)
+	$(PY) scripts/plot.py --runs $(RUNS) --logy
+
+# The paper's claims on the published curves and on the runs in RUNS; REPORT.md beside them.
+compare: data
+	$(PY) scripts/compare.py --runs $(RUNS)
 
 test: data
 	$(PY) -m pytest

@@ -1,4 +1,5 @@
-"""Train the paper's three models one after another: `make reproduce ARGS="key=value ..."`.
+"""Train the paper's three models one after another (`make reproduce ARGS="key=value ..."` runs
+this, then the figures and the claims report).
 
 Prints the plan and an estimate timed on this device first. The two-stacked model runs 791
 epochs, as its published file, because claim C5 (it needs ~678 epochs to reach Cerebral's
@@ -15,6 +16,7 @@ from hydra import compose, initialize_config_dir
 
 from cerebral import data as chardata
 from cerebral.config import check_config, resolve_device
+from cerebral.generate import generate_for_run
 from cerebral.losslog import read_losses
 from cerebral.models import build_model
 from cerebral.train import USER_ERRORS, make_optimizer, train, train_step
@@ -75,6 +77,7 @@ def main():
     try:
         for cfg in configs:
             train(cfg)
+            generate_for_run(cfg.out_dir, save=True)  # one text sample per model, for the report
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
     print("Loss files (published format):")

@@ -36,3 +36,15 @@ def tiny_overrides(data_dir, out_dir, *extra):
     """A run of seconds: small state, few steps, small batches."""
     return [f"data.dir={data_dir}", f"out_dir={out_dir}", "model.state_size=16",
             "train.steps_per_epoch=3", "train.batch_size=8", "train.epochs=2", "device=cpu", *extra]
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(data_dir, tmp_path_factory):
+    """A runs folder with a 3-epoch tiny run of each paper model, laid out as results/runs."""
+    from cerebral.curves import MODELS
+    from cerebral.train import train
+
+    runs = tmp_path_factory.mktemp("runs")
+    for model in MODELS:
+        train(compose_config(*tiny_overrides(data_dir, runs / model / "seed0", f"model={model}", "train.epochs=3")))
+    return runs

@@ -1,0 +1,153 @@
+"""The paper's claims about its curves, judged on any set of curves {model: losses}.
+
+Each judge returns a Verdict: `holds` is True, False, or None when the curves are too short to
+tell; `value` is the number the claim is about; `text` says it in words. The rules for "about"
+are stated in RULES, so a reader can disagree with them openly.
+"""
+
+from dataclasses import asdict, dataclass
+
+from cerebral.curves import MODELS
+
+PAPER_EPOCHS = 500
+STACKED_EPOCHS = 791  # the published two-stacked file runs on to find where it reaches Cerebral
+LEVELS = (3.0, 2.0, 1.0, 0.5)
+
+CLAIMS = {
+    "C1": "Cerebral is below single LSTM at every epoch",
+    "C2": "two-stacked overtakes single LSTM for good after about epoch 250",
+    "C3": "Cerebral is below two-stacked through epoch 500",
+    "C4": "Cerebral's loss after 500 epochs is 0.3979",
+    "C5": "two-stacked needs about 678 epochs to reach Cerebral's 500-epoch loss",
+}
+RULES = {
+    "C1": "every one of epochs 0-499",
+    "C2": "the last epoch (of 0-499) where two-stacked >= single lies in 200-300",
+    "C3": "Cerebral is below two-stacked at every epoch from some epoch <= 50 through 499",
+    "C4": "the loss at epoch index 499 is within 0.02 of 0.3979",
+    "C5": "the first epoch where two-stacked <= Cerebral's loss at index 499 lies in 610-746 (678 +- 10%)",
+}
+
+
+@dataclass
+class Verdict:
+    holds: bool | None
+    value: float | int | None
+    text: str
+
+    def cell(self):
+        mark = {True: "yes", False: "no", None: "not judgeable yet"}[self.holds]
+        return f"{mark}: {self.text}"
+
+
+def _need(curves, models, epochs):
+    """A 'not judgeable yet' Verdict when a curve is missing or shorter than `epochs`, else None."""
+    for m in models:
+        if m not in curves:
+            return Verdict(None, None, f"no {m} curve")
+    short = {m: len(curves[m]) for m in models if len(curves[m]) < epochs}
+    if short:
+        have = ", ".join(f"{m} has {n}" for m, n in short.items())
+        return Verdict(None, None, f"needs {epochs} epochs ({have})")
+    return None
+
+
+def first_at_or_below(curve, level):
+    """The first epoch whose loss is <= level, or None."""
+    return next((i for i, v in enumerate(curve) if v <= level), None)
+
+
+def judge_c1(curves):
+    if (missing := _need(curves, ("single_lstm", "cerebral_lstm"), 0)) is not None:
+        return missing
+    single, cerebral = curves["single_lstm"], curves["cerebral_lstm"]
+    n = min(len(single), len(cerebral), PAPER_EPOCHS)
+    above = [i for i in range(n) if cerebral[i] >= single[i]]
+    if above:
+        return Verdict(False, len(above), f"Cerebral >= single at {len(above)} of epochs 0-{n - 1}, first at {above[0]}")
+    if n < PAPER_EPOCHS:
+        return Verdict(None, 0, f"below at all {n} epochs so far (needs {PAPER_EPOCHS})")
+    return Verdict(True, 0, f"below at all {PAPER_EPOCHS} epochs")
+
+
+def judge_c2(curves):
+    if (short := _need(curves, ("single_lstm", "stacked_lstm"), PAPER_EPOCHS)) is not None:
+        return short
+    single, stacked = curves["single_lstm"], curves["stacked_lstm"]
+    last = max((i for i in range(PAPER_EPOCHS) if stacked[i] >= single[i]), default=None)
+    if last is None:
+        return Verdict(False, None, "two-stacked is below single from epoch 0")
+    return Verdict(200 <= last <= 300, last, f"last epoch with two-stacked >= single: {last}")
+
+
+def judge_c3(curves):
+    if (short := _need(curves, ("stacked_lstm", "cerebral_lstm"), PAPER_EPOCHS)) is not None:
+        return short
+    stacked, cerebral = curves["stacked_lstm"], curves["cerebral_lstm"]
+    not_below = [i for i in range(PAPER_EPOCHS) if cerebral[i] >= stacked[i]]
+    start = not_below[-1] + 1 if not_below else 0
+    if start >= PAPER_EPOCHS:
+        return Verdict(False, None, "Cerebral is not below two-stacked at epoch 499")
+    return Verdict(start <= 50, start, f"below from epoch {start} on")
+
+
+def judge_c4(curves):
+    if (short := _need(curves, ("cerebral_lstm",), PAPER_EPOCHS)) is not None:
+        return short
+    final = curves["cerebral_lstm"][PAPER_EPOCHS - 1]
+    return Verdict(abs(final - 0.3979) <= 0.02, final, f"{final:.5f} at index {PAPER_EPOCHS - 1}")
+
+
+def judge_c5(curves):
+    if (short := _need(curves, ("cerebral_lstm",), PAPER_EPOCHS)) is not None:
+        return short
+    if "stacked_lstm" not in curves:
+        return Verdict(None, None, "no stacked_lstm curve")
+    target = curves["cerebral_lstm"][PAPER_EPOCHS - 1]
+    stacked = curves["stacked_lstm"]
+    reached = first_at_or_below(stacked, target)
+    if reached is None:
+        text = f"two-stacked does not reach {target:.4f} in its {len(stacked)} epochs"
+        return Verdict(None if len(stacked) < STACKED_EPOCHS else False, None, text)
+    return Verdict(610 <= reached <= 746, reached, f"first <= {target:.4f} at index {reached}")
+
+
+JUDGES = {"C1": judge_c1, "C2": judge_c2, "C3": judge_c3, "C4": judge_c4, "C5": judge_c5}
+
+
+def judge_all(curves):
+    """claim id -> Verdict."""
+    return {claim: judge(curves) for claim, judge in JUDGES.items()}
+
+
+def curve_stats(ours, published):
+    """Per model: distance to the published curve over the common epochs, the final-loss ratio
+    (ours / published at the last common epoch) and the epochs needed to reach each of LEVELS."""
+    stats = {}
+    for model in [m for m in MODELS if m in ours or m in published]:
+        o, p = ours.get(model), published.get(model)
+        row = {"epochs_ours": len(o) if o else 0, "epochs_published": len(p) if p else 0}
+        if o and p:
+            n = min(len(o), len(p))
+            diffs = [abs(a - b) for a, b in zip(o[:n], p[:n])]
+            row.update(common_epochs=n, mean_abs_diff=sum(diffs) / n, max_abs_diff=max(diffs),
+                       max_abs_diff_epoch=diffs.index(max(diffs)), final_ratio=o[n - 1] / p[n - 1])
+        for name, curve in (("ours", o), ("published", p)):
+            if curve:
+                row[f"epochs_to_reach_{name}"] = {str(level): first_at_or_below(curve, level) for level in LEVELS}
+        stats[model] = row
+    return stats
+
+
+def as_json(verdicts):
+    return {claim: asdict(v) for claim, v in verdicts.items()}
+
+
+def claims_table(published, ours=None):
+    """Markdown: one row per claim, the published curves' verdict and, when given, ours."""
+    header = "| claim | statement | published curves |" + (" our runs |" if ours else "")
+    lines = [header, "|---|---|---|" + ("---|" if ours else "")]
+    for claim, text in CLAIMS.items():
+        row = f"| {claim} | {text} | {published[claim].cell()} |"
+        lines.append(row + (f" {ours[claim].cell()} |" if ours else ""))
+    return "\n".join(lines)

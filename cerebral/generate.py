@@ -1,0 +1,88 @@
+"""Sample text from a trained run (the paper's Table 3):
+
+    python -m cerebral.generate results/runs/cerebral_lstm/seed0 --prime "Moe_Szyslak:" --length 300
+
+The checkpoint carries the vocabulary and the run's config.yaml the model, so nothing else is
+needed. `--save` writes the sample with its settings to sample.json in the run directory.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from cerebral.atomic import write_text_atomic
+from cerebral.models import build_model
+from cerebral.train import CHECKPOINT
+
+DEFAULTS = {"prime": "Moe_Szyslak:", "length": 300, "temperature": 1.0, "seed": 0}
+
+
+def load_trained(run_dir, device="cpu"):
+    """The run's model in eval mode, and its vocabulary."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT).exists():
+        raise FileNotFoundError(f"{run_dir / CHECKPOINT} does not exist: train the run first "
+                                f"(python -m cerebral.train out_dir={run_dir} ...)")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    state = torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=True)
+    model = build_model(cfg.model, len(state["vocab"])).to(device)
+    model.load_state_dict(state["model"])
+    return model.eval(), state["vocab"]
+
+
+@torch.no_grad()
+def sample(model, vocab, prime, length, temperature=1.0, seed=0):
+    """`length` characters drawn one at a time from softmax(logits / temperature) after `prime`."""
+    index = {c: i for i, c in enumerate(vocab)}
+    unknown = sorted(set(prime) - set(index))
+    if not prime or unknown:
+        raise ValueError(f"the prime must be a non-empty string of vocabulary characters; "
+                         f"not in the vocabulary: {unknown}")
+    if not (isinstance(length, int) and length >= 0):
+        raise ValueError(f"length must be a non-negative integer, got {length!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    logits, state = model(torch.tensor([[index[c] for c in prime]], device=device))
+    chars = []
+    for _ in range(length):
+        probs = torch.softmax(logits[0, -1].double().cpu() / temperature, dim=-1)
+        token = torch.multinomial(probs, 1, generator=generator)
+        chars.append(vocab[token.item()])
+        logits, state = model(token.view(1, 1).to(device), state)
+    return "".join(chars)
+
+
+def generate_for_run(run_dir, save=False, **settings):
+    """Prime plus sample for a run; with `save`, also written to run_dir/sample.json."""
+    settings = {**DEFAULTS, **settings}
+    model, vocab = load_trained(run_dir)
+    text = settings["prime"] + sample(model, vocab, **settings)
+    if save:
+        write_text_atomic(Path(run_dir) / "sample.json", json.dumps({**settings, "text": text}, indent=2) + "\n")
+    return text
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Sample characters from a trained run.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--prime", default=DEFAULTS["prime"])
+    parser.add_argument("--length", type=int, default=DEFAULTS["length"])
+    parser.add_argument("--temperature", type=float, default=DEFAULTS["temperature"])
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    parser.add_argument("--save", action="store_true", help="also write run_dir/sample.json")
+    args = parser.parse_args(argv)
+    try:
+        print(generate_for_run(args.run_dir, args.save, prime=args.prime, length=args.length,
+                               temperature=args.temperature, seed=args.seed))
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

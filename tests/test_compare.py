@@ -1,0 +1,131 @@
+import subprocess
+import sys
+
+import pytest
+
+from cerebral import claims
+from cerebral.curves import find_runs, mean_curve, published_curves
+from cerebral.losslog import LossFileError
+from cerebral.plots import FIGURES, draw, write_figures
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def published(data_dir):
+    return published_curves(data_dir)
+
+
+def test_claims_on_the_published_curves_are_the_published_facts(published):
+    v = claims.judge_all(published)
+    assert v["C1"].holds is True and v["C1"].text == "below at all 500 epochs"
+    assert v["C2"].holds is True and v["C2"].value == 266
+    assert v["C3"].holds is True and v["C3"].value == 2
+    assert v["C4"].holds is True and f"{v['C4'].value:.5f}" == "0.39800"
+    assert v["C5"].holds is True and v["C5"].value == 676
+
+
+def test_short_curves_are_not_judgeable_yet(published):
+    short = {model: curve[:3] for model, curve in published.items()}
+    v = claims.judge_all(short)
+    assert all(verdict.holds is None for verdict in v.values())
+    assert v["C1"].text == "below at all 3 epochs so far (needs 500)"
+    assert v["C2"].cell().startswith("not judgeable yet: needs 500 epochs")
+
+
+def test_claims_can_fail():
+    flat = [1.0] * 500
+    v = claims.judge_all({"single_lstm": flat, "stacked_lstm": [0.5] * 791, "cerebral_lstm": flat[:10] + [2.0] + flat[11:]})
+    assert v["C1"].holds is False and v["C1"].text.endswith("first at 0")
+    assert v["C2"].holds is False and "from epoch 0" in v["C2"].text
+    assert v["C3"].holds is False
+    assert v["C4"].holds is False and v["C4"].value == 1.0
+    assert v["C5"].holds is False and v["C5"].value == 0
+
+
+def test_c5_waits_for_the_two_stacked_curve_to_run_long_enough():
+    cerebral = [0.4] * 500
+    assert claims.judge_c5({"cerebral_lstm": cerebral, "stacked_lstm": [0.5] * 600}).holds is None
+    assert claims.judge_c5({"cerebral_lstm": cerebral, "stacked_lstm": [0.5] * 791}).holds is False
+
+
+def test_curve_stats():
+    stats = claims.curve_stats({"single_lstm": [4.0, 2.5, 0.9]}, {"single_lstm": [4.0, 3.0, 1.0, 0.4]})
+    row = stats["single_lstm"]
+    assert row["common_epochs"] == 3 and row["max_abs_diff"] == 0.5 and row["max_abs_diff_epoch"] == 1
+    assert row["mean_abs_diff"] == pytest.approx(0.2) and row["final_ratio"] == pytest.approx(0.9)
+    assert row["epochs_to_reach_ours"] == {"3.0": 1, "2.0": 2, "1.0": 2, "0.5": None}
+    assert row["epochs_to_reach_published"]["0.5"] == 3
+
+
+@pytest.mark.parametrize("with_ours,with_published", [(True, True), (True, False), (False, True)])
+def test_each_figure_holds_the_expected_curves(tiny_runs, published, with_ours, with_published):
+    ours = {m: mean_curve(rs) for m, rs in find_runs(tiny_runs).items()} if with_ours else {}
+    curves_per_model = with_ours + with_published
+    for title, models in FIGURES.values():
+        ax = draw(title, models, ours, published if with_published else {}).axes[0]
+        assert len(ax.lines) == curves_per_model * len(models)
+        assert ax.get_xlabel() and ax.get_ylabel() and ax.get_legend() is not None
+        styles = {line.get_linestyle() for line in ax.lines}
+        assert styles == ({"-"} if not with_published else {"--"} if not with_ours else {"-", "--"})
+
+
+def test_write_figures_writes_png_and_pdf(published, tmp_path):
+    paths = write_figures(tmp_path, {}, published, logy=True)
+    assert [p.name for p in paths] == [f"{name}_log.png" for name in FIGURES]
+    assert all(p.stat().st_size > 10_000 and p.with_suffix(".pdf").exists() for p in paths)
+
+
+def run_script(*args):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_compare_without_runs_prints_the_published_column_alone(data_dir, tmp_path):
+    result = run_script("scripts/compare.py", "--runs", str(tmp_path / "none"), "--data", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    header = result.stdout.splitlines()[0]
+    assert "published curves" in header and "our runs" not in header
+    assert "last epoch with two-stacked >= single: 266" in result.stdout
+    assert "first <= 0.3980 at index 676" in result.stdout
+    assert (tmp_path / "none" / "REPORT.md").exists() and (tmp_path / "none" / "report.json").exists()
+
+
+def test_compare_and_figures_on_runs_write_a_reproducible_report(tiny_runs, data_dir):
+    plot = run_script("scripts/plot.py", "--runs", str(tiny_runs), "--data", str(data_dir))
+    assert plot.returncode == 0, plot.stderr
+    first = run_script("scripts/compare.py", "--runs", str(tiny_runs), "--data", str(data_dir))
+    assert first.returncode == 0, first.stderr
+    assert "our runs" in first.stdout.splitlines()[0] and "not judgeable yet" in first.stdout
+    assert "overview.png" in first.stdout
+    report = (tiny_runs / "REPORT.md").read_text()
+    for expected in ("## Our runs", "2.13.0", "state 16", "## Distance to the published curves", "figures/fig12"):
+        assert expected in report
+    second = run_script("scripts/compare.py", "--runs", str(tiny_runs), "--data", str(data_dir))
+    assert second.returncode == 0
+    strip = lambda text: [line for line in text.splitlines() if not line.startswith("Generated: ")]
+    assert strip((tiny_runs / "REPORT.md").read_text()) == strip(report)
+
+
+def test_a_malformed_loss_file_is_named(tmp_path, data_dir):
+    run = tmp_path / "runs" / "cerebral_lstm" / "seed0"
+    run.mkdir(parents=True)
+    (run / "loss.txt").write_text("[0] loss : 4.2\n[1] loss: 3.9\n")
+    with pytest.raises(LossFileError, match=r"loss.txt, line 2"):
+        find_runs(tmp_path / "runs")
+    result = run_script("scripts/compare.py", "--runs", str(tmp_path / "runs"), "--data", str(data_dir))
+    assert result.returncode != 0 and "loss.txt, line 2" in result.stderr
+
+
+def test_the_notebook_runs(tiny_runs, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    source = ROOT / "notebooks" / "compare.ipynb"
+    notebook = nbformat.read(source, as_version=4)
+    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), \
+        "keep the notebook's output cells empty in git"
+    monkeypatch.setenv("CEREBRAL_RUNS", str(tiny_runs))
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(source.parent)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == len(FIGURES)
+    assert any("C5" in o.get("data", {}).get("text/plain", "") for o in outputs)

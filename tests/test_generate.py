@@ -1,0 +1,38 @@
+import json
+
+import pytest
+
+from cerebral.generate import generate_for_run, load_trained, main, sample
+
+
+def test_sampling_returns_the_requested_length_from_the_vocabulary(tiny_runs):
+    model, vocab = load_trained(tiny_runs / "cerebral_lstm" / "seed0")
+    text = sample(model, vocab, "Moe_Szyslak:", 50, temperature=0.8, seed=3)
+    assert len(text) == 50 and set(text) <= set(vocab)
+    assert text == sample(model, vocab, "Moe_Szyslak:", 50, temperature=0.8, seed=3)
+    assert sample(model, vocab, "Moe_Szyslak:", 0) == ""
+
+
+def test_bad_prime_and_settings_are_refused(tiny_runs):
+    model, vocab = load_trained(tiny_runs / "single_lstm" / "seed0")
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        sample(model, vocab, "Moe\u2603", 5)
+    with pytest.raises(ValueError, match="temperature"):
+        sample(model, vocab, "Moe", 5, temperature=0)
+    with pytest.raises(ValueError, match="length"):
+        sample(model, vocab, "Moe", -1)
+
+
+def test_save_writes_the_sample_with_its_settings(tiny_runs, capsys):
+    run = tiny_runs / "stacked_lstm" / "seed0"
+    text = generate_for_run(run, save=True, length=20, seed=1)
+    saved = json.loads((run / "sample.json").read_text())
+    assert saved["text"] == text and text.startswith("Moe_Szyslak:") and len(text) == len("Moe_Szyslak:") + 20
+    assert (saved["length"], saved["seed"], saved["temperature"]) == (20, 1, 1.0)
+    main([str(run), "--length", "20", "--seed", "1"])
+    assert capsys.readouterr().out.strip() == text
+
+
+def test_a_run_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="does not exist: train the run first"):
+        main([str(tmp_path)])
