@@ -1,14 +1,16 @@
 """Loss curves to compare: the published ones and our runs (`<runs>/<model>/seed<seed>/`)."""
 
+import argparse
 import csv
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from cerebral import data as chardata
-from cerebral.losslog import read_losses
+from cerebral.losslog import LossFileError, read_losses
 
 MODELS = ("single_lstm", "stacked_lstm", "cerebral_lstm")
 LABELS = {"single_lstm": "single LSTM", "stacked_lstm": "two-stacked LSTM", "cerebral_lstm": "Cerebral LSTM"}
@@ -74,3 +76,21 @@ def mean_curve(runs):
     """The per-epoch mean over runs, over the epochs every run has."""
     length = min(len(r.losses) for r in runs)
     return [sum(r.losses[i] for r in runs) / len(runs) for i in range(length)]
+
+
+def comparison_parser(description):
+    """The options shared by the figure and report commands."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="folder of <model>/seed<seed>/ runs")
+    parser.add_argument("--out", type=Path, help="output folder (default: results/ for results/runs, else RUNS)")
+    parser.add_argument("--data", type=Path, default=chardata.DEFAULT_DIR, help="the fetched data folder")
+    return parser
+
+
+def load_comparison(runs_dir, data_dir):
+    """(published curves, our runs, each model's mean curve), or exit naming the bad file."""
+    try:
+        published, runs = published_curves(data_dir), find_runs(runs_dir)
+    except (chardata.DataError, LossFileError) as e:
+        sys.exit(f"error: {e}")
+    return published, runs, {model: mean_curve(model_runs) for model, model_runs in runs.items()}

@@ -5,6 +5,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from cerebral.atomic import atomic_path
 from cerebral.curves import COLORS, LABELS, MODELS
 
 FIGURES = {
@@ -46,7 +47,8 @@ def write_figures(out_dir, ours, published, logy=False, ours_label="ours"):
     for name, (title, models) in FIGURES.items():
         fig = draw(title, models, ours, published, logy, ours_label)
         stem = out_dir / (f"{name}_log" if logy else name)
-        for suffix in (".png", ".pdf"):
-            fig.savefig(stem.with_suffix(suffix), dpi=150, metadata={"CreationDate": None} if suffix == ".pdf" else None)
+        for suffix in ("png", "pdf"):
+            with atomic_path(stem.with_suffix(f".{suffix}")) as tmp:
+                fig.savefig(tmp, format=suffix, dpi=150, metadata={"CreationDate": None} if suffix == "pdf" else None)
         paths.append(stem.with_suffix(".png"))
     return paths

@@ -6,16 +6,13 @@ the runs' own files (loss.txt, config.yaml, run.json, metrics.csv, sample.json) 
 "Generated" line, so re-running it on committed runs reproduces it.
 """
 
-import argparse
 import json
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from cerebral import claims
-from cerebral.curves import DEFAULT_RUNS, LABELS, default_out_dir, find_runs, mean_curve, published_curves
-from cerebral.data import DEFAULT_DIR, DataError
-from cerebral.losslog import LossFileError
+from cerebral.atomic import write_text_atomic
+from cerebral.curves import LABELS, comparison_parser, default_out_dir, load_comparison
 from cerebral.plots import FIGURES
 
 def fmt(value, digits=4):
@@ -55,7 +52,7 @@ def stats_section(stats):
     return ("\n".join(lines) if len(lines) > 2 else "No runs of ours to compare yet."), "\n".join(reach)
 
 
-def report(runs_dir, out_dir, published, runs, verdicts, stats):
+def report(runs_dir, out_dir, runs, verdicts, stats):
     distance, reach = stats_section(stats)
     figures = [f"- [{title}](figures/{name}.png)" for name, (title, _) in FIGURES.items()
                if (out_dir / "figures" / f"{name}.png").exists()]
@@ -90,30 +87,21 @@ def report(runs_dir, out_dir, published, runs, verdicts, stats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="folder of <model>/seed<seed>/ runs")
-    parser.add_argument("--out", type=Path, help="where REPORT.md and report.json go (default: see above)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DIR, help="the fetched data folder")
-    args = parser.parse_args(argv)
+    args = comparison_parser(__doc__.splitlines()[0]).parse_args(argv)
     out_dir = args.out or default_out_dir(args.runs)
-    try:
-        published = published_curves(args.data)
-        runs = find_runs(args.runs)
-    except (DataError, LossFileError) as e:
-        sys.exit(f"error: {e}")
-    ours = {model: mean_curve(model_runs) for model, model_runs in runs.items()}
+    published, runs, ours = load_comparison(args.runs, args.data)
     verdicts = {"published": claims.judge_all(published)}
     if ours:
         verdicts["ours"] = claims.judge_all(ours)
     stats = claims.curve_stats(ours, published)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = report(args.runs, out_dir, published, runs, verdicts, stats)
-    (out_dir / "REPORT.md").write_text(text, encoding="utf-8")
+    text = report(args.runs, out_dir, runs, verdicts, stats)
+    write_text_atomic(out_dir / "REPORT.md", text)
     data = {"runs_dir": str(args.runs), "claims": {k: claims.as_json(v) for k, v in verdicts.items()},
             "stats": stats, "runs": {m: [{"seed": r.seed, "epochs": len(r.losses), "path": str(r.path)} for r in rs]
                                       for m, rs in runs.items()}}
-    (out_dir / "report.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out_dir / "report.json", json.dumps(data, indent=2) + "\n")
     print(claims.claims_table(verdicts["published"], verdicts.get("ours")))
     print(f"\nReport: {out_dir / 'REPORT.md'} (numbers: {out_dir / 'report.json'})")
     figures = sorted((out_dir / "figures").glob("*.png"))
