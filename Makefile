@@ -8,7 +8,7 @@ MODEL ?= cerebral_lstm
 ARGS ?=
 RUNS ?= results/runs
 
-.PHONY: setup data train reproduce plan figures compare test test-slow clean
+.PHONY: setup data train reproduce plan figures compare bench test test-slow clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,10 @@ figures: data
 # The paper's claims on the published curves and on the runs in RUNS; REPORT.md beside them.
 compare: data
 	$(PY) scripts/compare.py --runs $(RUNS)
+
+# Training-step speed side by side (stop background training first); BENCH_ARGS=--quick for < 1 minute.
+bench: setup
+	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 test: data
 	$(PY) -m pytest

@@ -2,8 +2,11 @@
 message that names the key and a valid example, not hours later or deep in a traceback."""
 
 import numbers
+from pathlib import Path
 
 import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 
 from cerebral.models import CORES, INITS
@@ -11,6 +14,15 @@ from cerebral.models import CORES, INITS
 SAMPLINGS = ("random_batches", "shuffled_pass")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adagrad",)
+
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose(*overrides):
+    """The config `python -m cerebral.train OVERRIDES` runs with, for scripts and tests."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return hydra_compose("config", overrides=list(overrides))
 
 
 class ConfigError(ValueError):

@@ -2,7 +2,10 @@
 post-activation biases (the two-stacked model of the paper, which `nn.LSTM` cannot express).
 
 Both run time-major: per layer, the input projection of all time steps is one GEMM, then one
-recurrent GEMM per step feeds the gate pre-activations to the cell's update equations.
+recurrent GEMM per step feeds the gate pre-activations to the cell's update equations. The
+default path (`fused=True`) runs each layer as one autograd Function with a hand-written
+backward (`FusedLayer`); `fused=False` runs the equation-by-equation functions below through
+autograd, and is the oracle the fast path is tested against.
 """
 
 import math
@@ -10,15 +13,16 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 
 def cerebral_update(gates, upper_c, lower_c):
     """One Cerebral LSTM step from its eight gate pre-activations W . [h(t-1), x(t)] + b.
 
-    Gate order along the last dimension: upper i, f, c, o, then lower i, f, c, o
-    (each `hidden_size` wide; the same i, f, g, o order as `nn.LSTM`, once per path).
+    Gate blocks along the last dimension, each `hidden_size` wide: i, f, o, c (candidate), the
+    order of the TF code behind the paper, each block upper path then lower path.
     """
-    ui, uf, uc, uo, li, lf, lc, lo = gates.chunk(8, dim=-1)
+    ui, li, uf, lf, uo, lo, uc, lc = gates.chunk(8, dim=-1)
     U_f = torch.sigmoid(uf)
     U_i = torch.sigmoid(ui)
     U_Ctmp = torch.tanh(uc)
@@ -35,11 +39,95 @@ def cerebral_update(gates, upper_c, lower_c):
 
 def post_bias_lstm_update(gates, c_prev, bias_cell, bias_hidden):
     """One LSTM step with learned biases after the activations (PROTOCOL fact 7):
-    c = f * c(t-1) + i * g + b_c,  h = o * tanh(c) + b_h.  Gate order i, f, g, o as `nn.LSTM`."""
-    i, f, g, o = gates.chunk(4, dim=-1)
+    c = f * c(t-1) + i * g + b_c,  h = o * tanh(c) + b_h.  Gate order i, f, o, g (the TF code's)."""
+    i, f, o, g = gates.chunk(4, dim=-1)
     c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g) + bias_cell
     h = torch.sigmoid(o) * torch.tanh(c) + bias_hidden
     return h, (c,)
+
+
+class FusedLayer(torch.autograd.Function):
+    """One layer over all time steps for P LSTM paths that share the hidden state:
+
+        i, f, o, g = sigmoid, sigmoid, sigmoid, tanh of (xz[t] + h(t-1) W_hh^T)  (each P*H wide)
+        c(t) = f * c(t-1) + i * g  [+ b_c]
+        h(t) = sum over the P paths of o * tanh(c(t))  [+ b_h]
+
+    P = 2 is the Cerebral LSTM, P = 1 with b_c, b_h the post-bias LSTM. `xz` is the input
+    projection of every step (one GEMM, done by the caller), gate blocks i, f, o, g so that one
+    sigmoid covers i, f, o and one tanh covers g, each block holding the P paths. Forward
+    keeps the activated gates and tanh(c); backward walks the steps once for the gate gradients
+    and computes W_hh's gradient as one GEMM over all steps.
+    """
+
+    @staticmethod
+    def forward(ctx, xz, w_hh, h0, c0, bias_cell=None, bias_hidden=None):
+        steps, batch, gate_width = xz.shape
+        hidden, width = h0.shape[-1], gate_width // 4
+        w_t = w_hh.t()
+        gates = torch.empty_like(xz)
+        cells = xz.new_empty(steps + 1, batch, width)
+        cells[0] = c0
+        tanh_cells = xz.new_empty(steps, batch, width)
+        out = xz.new_empty(steps, batch, hidden)
+        h = h0
+        for t in range(steps):
+            a = torch.addmm(xz[t], h, w_t, out=gates[t])
+            a[:, : 3 * width].sigmoid_()
+            a[:, 3 * width :].tanh_()
+            i, f, o, g = a.split(width, dim=1)
+            c = torch.mul(f, cells[t], out=cells[t + 1]).addcmul_(i, g)
+            if bias_cell is not None:
+                c.add_(bias_cell)
+            tanh_c = torch.tanh(c, out=tanh_cells[t])
+            h = torch.mul(o[:, :hidden], tanh_c[:, :hidden], out=out[t])
+            for p in range(hidden, width, hidden):  # the other paths' o * tanh(c), summed into h
+                h.addcmul_(o[:, p : p + hidden], tanh_c[:, p : p + hidden])
+            if bias_hidden is not None:
+                h.add_(bias_hidden)
+        ctx.save_for_backward(w_hh, h0, out, cells, gates, tanh_cells)
+        ctx.post_biases = bias_cell is not None, bias_hidden is not None
+        return out, cells[steps].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out, d_c_last):
+        w_hh, h0, out, cells, gates, tanh_cells = ctx.saved_tensors
+        steps, batch, gate_width = gates.shape
+        hidden, width = h0.shape[-1], gate_width // 4
+        paths = width // hidden
+        d_gates = torch.empty_like(gates)
+        d_hs = torch.zeros_like(out) if d_out is None else d_out.clone()  # becomes dL/dh(t) in full
+        has_bias_cell, has_bias_hidden = ctx.post_biases
+        d_cs = torch.empty_like(tanh_cells) if has_bias_cell else None  # dL/dc(t) in full, for b_c
+        dc = torch.zeros_like(cells[0]) if d_c_last is None else d_c_last.clone()
+        one = gates.new_ones(())
+        by_path = lambda x: x.view(batch, paths, hidden)  # h is shared: broadcast its gradient over paths
+        for t in reversed(range(steps)):
+            a, d_a = gates[t], d_gates[t]
+            i, f, o, g = a.split(width, dim=1)
+            d_i, d_f, d_o, d_g = d_a.split(width, dim=1)
+            dh, tanh_c = d_hs[t].unsqueeze(1), by_path(tanh_cells[t])
+            torch.mul(dh, tanh_c, out=by_path(d_o))
+            by_path(dc).addcmul_(dh * by_path(o), torch.addcmul(one, tanh_c, tanh_c, value=-1))
+            if d_cs is not None:
+                d_cs[t] = dc
+            torch.mul(dc, g, out=d_i)
+            torch.mul(dc, cells[t], out=d_f)
+            torch.mul(dc, i, out=d_g)
+            dc.mul_(f)
+            sig = a[:, : 3 * width]
+            d_a[:, : 3 * width].mul_(torch.addcmul(sig, sig, sig, value=-1))
+            d_g.mul_(torch.addcmul(one, g, g, value=-1))
+            if t > 0:
+                d_hs[t - 1].addmm_(d_a, w_hh)
+            else:
+                dh0 = d_a @ w_hh
+        h_prev = torch.cat([h0.unsqueeze(0), out[:-1]])
+        d_w_hh = d_gates.view(-1, gate_width).t() @ h_prev.view(-1, hidden)
+        d_bias_cell = d_cs.sum((0, 1)) if has_bias_cell else None
+        d_bias_hidden = d_hs.sum((0, 1)) if has_bias_hidden else None
+        return d_gates, d_w_hh, dh0, dc, d_bias_cell, d_bias_hidden
 
 
 class _GatedRecurrence(nn.Module):
@@ -52,6 +140,7 @@ class _GatedRecurrence(nn.Module):
 
     num_gates = 4
     num_cells = 1
+    fused = True  # False: the equation-by-equation reference path, through autograd
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0):
@@ -83,7 +172,26 @@ class _GatedRecurrence(nn.Module):
     def _layer_bias(self, k):
         return getattr(self, f"bias_ih_l{k}") + getattr(self, f"bias_hh_l{k}") if self.bias else None
 
+    def _run_layer(self, k, x, h, cells):
+        """Layer k over the time-major input x from state (h, cells): (output, h, cells)."""
+        w_ih, w_hh, bias = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"), self._layer_bias(k)
+        if self.fused:
+            projected = F.linear(x, w_ih, bias)
+            output, c = FusedLayer.apply(projected, w_hh, h, torch.cat(cells, dim=-1), *self._post_biases(k))
+            return output, output[-1], c.chunk(self.num_cells, dim=-1)
+        projected = F.linear(x, w_ih, bias)
+        outputs = []
+        for x_t in projected.unbind(0):
+            h, cells = self.step(x_t + F.linear(h, w_hh), cells, k)
+            outputs.append(h)
+        return torch.stack(outputs), h, cells
+
+    def _post_biases(self, k):
+        """(b_c, b_h) added after the activations, or (None, None)."""
+        return None, None
+
     def step(self, gates, cells, layer):
+        """One time step of the reference path: (h, cells) from the gate pre-activations."""
         raise NotImplementedError
 
     def _pack_state(self, h, cells):
@@ -109,14 +217,7 @@ class _GatedRecurrence(nn.Module):
 
         layer_input, h_n, cells_n = input, [], []
         for k in range(self.num_layers):
-            w_hh = getattr(self, f"weight_hh_l{k}")
-            projected = F.linear(layer_input, getattr(self, f"weight_ih_l{k}"), self._layer_bias(k))
-            h, cells = h0[k], tuple(c[k] for c in cells0)
-            outputs = []
-            for x_t in projected.unbind(0):
-                h, cells = self.step(x_t + F.linear(h, w_hh), cells, k)
-                outputs.append(h)
-            layer_input = torch.stack(outputs)
+            layer_input, h, cells = self._run_layer(k, layer_input, h0[k], tuple(c[k] for c in cells0))
             if self.dropout and self.training and k < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
             h_n.append(h)
@@ -194,7 +295,7 @@ class CerebralLSTMCell(nn.Module):
 class PostBiasLSTM(_GatedRecurrence):
     """A multi-layer LSTM whose layers add learned biases after the activations,
     c = f * c(t-1) + i * g + b_c and h = o * tanh(c) + b_h (the published two-stacked run,
-    PROTOCOL fact 7). Interface and gate layout as `nn.LSTM`; `bias` adds the usual gate
+    PROTOCOL fact 7). Interface as `nn.LSTM`, gate blocks i, f, o, g; `bias` adds the usual gate
     biases; the post-activation biases are `bias_cell_l{k}` and `bias_hidden_l{k}` [H]."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
@@ -205,9 +306,11 @@ class PostBiasLSTM(_GatedRecurrence):
             setattr(self, f"bias_hidden_l{k}", nn.Parameter(torch.empty(hidden_size)))
         self.reset_parameters()
 
+    def _post_biases(self, k):
+        return getattr(self, f"bias_cell_l{k}"), getattr(self, f"bias_hidden_l{k}")
+
     def step(self, gates, cells, layer):
-        return post_bias_lstm_update(gates, *cells, getattr(self, f"bias_cell_l{layer}"),
-                                     getattr(self, f"bias_hidden_l{layer}"))
+        return post_bias_lstm_update(gates, *cells, *self._post_biases(layer))
 
     def _pack_state(self, h, cells):
         return h, cells[0]

@@ -12,16 +12,14 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 from cerebral import data as chardata
-from cerebral.config import check_config, resolve_device
+from cerebral.config import check_config, compose, resolve_device
 from cerebral.generate import generate_for_run
 from cerebral.losslog import read_losses
 from cerebral.models import build_model
 from cerebral.train import USER_ERRORS, make_optimizer, train, train_step
 
-ROOT = Path(__file__).resolve().parents[1]
 RUNS = [("single_lstm", []), ("stacked_lstm", ["train.epochs=791"]), ("cerebral_lstm", [])]
 
 
@@ -52,8 +50,7 @@ def main():
     parser.add_argument("--plan-only", action="store_true", help="print the plan and estimate, train nothing")
     args = parser.parse_args()
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        configs = [compose("config", overrides=[f"model={m}", *extra, *args.overrides]) for m, extra in RUNS]
+    configs = [compose(f"model={m}", *extra, *args.overrides) for m, extra in RUNS]
     try:
         for cfg in configs:
             check_config(cfg)

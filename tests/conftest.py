@@ -2,9 +2,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from cerebral import data as chardata
+from cerebral.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,12 +26,6 @@ def upstream_layout(data_dir, tmp_path):
     return root
 
 
-def compose_config(*overrides):
-    """The composed config `python -m cerebral.train OVERRIDES` would run with."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        return compose("config", overrides=list(overrides))
-
-
 def tiny_overrides(data_dir, out_dir, *extra):
     """A run of seconds: small state, few steps, small batches."""
     return [f"data.dir={data_dir}", f"out_dir={out_dir}", "model.state_size=16",
@@ -46,5 +40,5 @@ def tiny_runs(data_dir, tmp_path_factory):
 
     runs = tmp_path_factory.mktemp("runs")
     for model in MODELS:
-        train(compose_config(*tiny_overrides(data_dir, runs / model / "seed0", f"model={model}", "train.epochs=3")))
+        train(compose(*tiny_overrides(data_dir, runs / model / "seed0", f"model={model}", "train.epochs=3")))
     return runs

@@ -4,15 +4,15 @@ import sys
 import pytest
 from hydra.errors import MissingConfigException
 
-from cerebral.config import ConfigError, check_config, config_differences
-from conftest import ROOT, compose_config
+from cerebral.config import ConfigError, check_config, compose, config_differences
+from conftest import ROOT
 
 MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
 TRAINS = sorted(p.stem for p in (ROOT / "conf" / "train").glob("*.yaml"))
 
 
 def test_the_default_composition_is_the_paper_protocol():
-    cfg = compose_config()
+    cfg = compose()
     assert cfg.model.name == "cerebral_lstm" and cfg.model.state_size == 512
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.initial_accumulator_value) == ("adagrad", 0.05, 0.1)
     assert (cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.batch_size) == (500, 100, 128)
@@ -23,23 +23,23 @@ def test_the_default_composition_is_the_paper_protocol():
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("train", TRAINS)
 def test_every_config_composes_and_checks(model, train):
-    cfg = compose_config(f"model={model}", f"train={train}")
+    cfg = compose(f"model={model}", f"train={train}")
     check_config(cfg)
     assert cfg.model.name == model
 
 
 def test_keys_users_rely_on_are_overridable():
-    cfg = compose_config("model=single_lstm", "model.state_size=64", "train.epochs=3",
+    cfg = compose("model=single_lstm", "model.state_size=64", "train.epochs=3",
                          "train.steps_per_epoch=7", "train.batch_size=9", "optim.lr=0.1", "seed=4",
                          "device=cpu", "out_dir=/tmp/x")
     assert (cfg.model.state_size, cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.batch_size,
             cfg.optim.lr, cfg.seed, cfg.device, cfg.out_dir) == (64, 3, 7, 9, 0.1, 4, "cpu", "/tmp/x")
-    assert compose_config("seed=3").out_dir == "results/runs/cerebral_lstm/seed3"
+    assert compose("seed=3").out_dir == "results/runs/cerebral_lstm/seed3"
 
 
 def test_unknown_model_is_refused_with_the_available_ones():
     with pytest.raises(MissingConfigException, match="(?s)model/transformer.*cerebral_lstm"):
-        compose_config("model=transformer")
+        compose("model=transformer")
 
 
 @pytest.mark.parametrize("override,key", [
@@ -52,12 +52,12 @@ def test_unknown_model_is_refused_with_the_available_ones():
 ])
 def test_invalid_values_are_refused_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=f"{key} must be"):
-        check_config(compose_config(override))
+        check_config(compose(override))
 
 
 def test_every_problem_is_listed_at_once():
     with pytest.raises(ConfigError) as error:
-        check_config(compose_config("optim.lr=-1", "train.batch_size=0"))
+        check_config(compose("optim.lr=-1", "train.batch_size=0"))
     assert "optim.lr" in str(error.value) and "train.batch_size" in str(error.value)
 
 

@@ -38,8 +38,8 @@ def readme_cerebral_step(x, h, U_c, L_c, W, b):
 
 def readme_weights(w_ih, w_hh, bias):
     """Split our stacked parameters into the README's per-gate W and b (order documented in
-    `cerebral_update`: upper i, f, c, o, then lower i, f, c, o)."""
-    names = ["ui", "uf", "uc", "uo", "li", "lf", "lc", "lo"]
+    `cerebral_update`: gate blocks i, f, o, c, each upper then lower)."""
+    names = ["ui", "li", "uf", "lf", "uo", "lo", "uc", "lc"]
     W = dict(zip(names, torch.cat([w_hh, w_ih], dim=1).chunk(8)))
     b = dict(zip(names, bias.chunk(8) if bias is not None else [0.0] * 8))
     return W, b
@@ -191,8 +191,8 @@ def reference_post_bias_lstm(core, x, state):
         for x_t in x:
             i = sigma(x_t @ Wx[0].T + h @ Wh[0].T + b[0])
             f = sigma(x_t @ Wx[1].T + h @ Wh[1].T + b[1])
-            g = tanh(x_t @ Wx[2].T + h @ Wh[2].T + b[2])
-            o = sigma(x_t @ Wx[3].T + h @ Wh[3].T + b[3])
+            o = sigma(x_t @ Wx[2].T + h @ Wh[2].T + b[2])
+            g = tanh(x_t @ Wx[3].T + h @ Wh[3].T + b[3])
             c = f * c + i * g + b_c
             h = o * tanh(c) + b_h
             outputs.append(h)
@@ -216,9 +216,10 @@ def test_post_bias_lstm_without_post_biases_is_nn_lstm():
     torch.manual_seed(7)
     core = PostBiasLSTM(5, 4, num_layers=2, bias=True, batch_first=True)
     lstm = nn.LSTM(5, 4, num_layers=2, bias=True, batch_first=True)
-    with torch.no_grad():
+    with torch.no_grad():  # nn.LSTM's gate blocks are i, f, g, o; ours i, f, o, g
         for n, p in lstm.named_parameters():
-            getattr(core, n).copy_(p)
+            i, f, g, o = p.chunk(4)
+            getattr(core, n).copy_(torch.cat([i, f, o, g]))
         for k in range(2):
             getattr(core, f"bias_cell_l{k}").zero_()
             getattr(core, f"bias_hidden_l{k}").zero_()

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
+from cerebral.config import compose
 from cerebral.models import build_model, tf_xavier_bound
-from conftest import compose_config
 
 PAPER_MODELS = ["single_lstm", "stacked_lstm", "cerebral_lstm"]
 # PROTOCOL.md fact 5: TF1 Xavier over the stacked gate tensors
@@ -15,7 +15,7 @@ GATE_BOUNDS = {"single_lstm": math.sqrt(3 / 2048), "stacked_lstm": math.sqrt(3 /
 @pytest.mark.parametrize("name", PAPER_MODELS)
 def test_paper_initialisation_bounds(name):
     torch.manual_seed(0)
-    model = build_model(compose_config(f"model={name}").model, vocab_size=89)
+    model = build_model(compose(f"model={name}").model, vocab_size=89)
     gate_weights = [p for n, p in model.named_parameters() if n.startswith("core.weight_")]
     assert gate_weights
     for w in gate_weights:
@@ -41,7 +41,7 @@ def test_tf_xavier_bound_matches_the_protocol_numbers():
 @pytest.mark.parametrize("extra", [[], ["model.init=torch", "model.gate_bias=true"]])
 def test_every_model_runs_forward_and_backward(name, extra):
     torch.manual_seed(0)
-    model = build_model(compose_config(f"model={name}", "model.state_size=24", *extra).model, vocab_size=11)
+    model = build_model(compose(f"model={name}", "model.state_size=24", *extra).model, vocab_size=11)
     tokens = torch.randint(0, 11, (3, 7))
     logits, _ = model(tokens)
     assert logits.shape == (3, 7, 11)
@@ -52,7 +52,7 @@ def test_every_model_runs_forward_and_backward(name, extra):
 
 
 def test_gate_bias_option_adds_biases_and_torch_init_keeps_pytorch_defaults():
-    cfg = compose_config("model=cerebral_lstm", "model.state_size=16", "model.gate_bias=true", "model.init=torch")
+    cfg = compose("model=cerebral_lstm", "model.state_size=16", "model.gate_bias=true", "model.init=torch")
     torch.manual_seed(0)
     model = build_model(cfg.model, vocab_size=5)
     assert model.core.bias_ih_l0.shape == (8 * 16,)

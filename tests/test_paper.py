@@ -2,17 +2,17 @@
 
 import pytest
 
+from cerebral.config import compose
 from cerebral.data import PUBLISHED_CURVES
 from cerebral.losslog import read_losses
 from cerebral.train import train
-from conftest import compose_config
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", sorted(PUBLISHED_CURVES))
 def test_first_three_epochs_land_on_the_published_curve(model, data_dir, tmp_path):
     """PROTOCOL.md: a correct implementation lands within a few hundredths at seed 0."""
-    ours = train(compose_config(f"model={model}", "train.epochs=3", f"data.dir={data_dir}",
+    ours = train(compose(f"model={model}", "train.epochs=3", f"data.dir={data_dir}",
                                 f"out_dir={tmp_path / model}"))
     published = read_losses(data_dir / PUBLISHED_CURVES[model])[:3]
     assert max(abs(a - b) for a, b in zip(ours, published)) < 0.05, (ours, published)

@@ -10,16 +10,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from cerebral.config import ConfigError
+from cerebral.config import ConfigError, compose
 from cerebral.losslog import read_losses
 from cerebral.train import CHECKPOINT, TrainingDiverged, train
-from conftest import ROOT, compose_config, tiny_overrides
+from conftest import ROOT, tiny_overrides
 
 
 @pytest.mark.parametrize("model", ["single_lstm", "stacked_lstm", "cerebral_lstm"])
 def test_a_tiny_run_writes_the_published_format_and_its_records(model, data_dir, tmp_path):
     run = tmp_path / "run"
-    losses = train(compose_config(*tiny_overrides(data_dir, run, f"model={model}")))
+    losses = train(compose(*tiny_overrides(data_dir, run, f"model={model}")))
     text = (run / "loss.txt").read_text()
     assert re.fullmatch(r"(\[\d+\] loss : \d+\.\d+(e-?\d+)?\n){2}", text)
     assert read_losses(run / "loss.txt") == losses and len(losses) == 2
@@ -34,7 +34,7 @@ def test_a_tiny_run_writes_the_published_format_and_its_records(model, data_dir,
 
 
 def test_shuffled_pass_epochs_cover_the_data_once(data_dir, tmp_path):
-    cfg = compose_config(*tiny_overrides(data_dir, tmp_path / "run", "train=pass", "train.batch_size=4096",
+    cfg = compose(*tiny_overrides(data_dir, tmp_path / "run", "train=pass", "train.batch_size=4096",
                                          "train.epochs=1", "train.steps_per_epoch=null"))
     train(cfg)
     rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
@@ -43,15 +43,15 @@ def test_shuffled_pass_epochs_cover_the_data_once(data_dir, tmp_path):
 
 
 def test_extending_a_run_equals_an_uninterrupted_run_bit_for_bit(data_dir, tmp_path):
-    straight = train(compose_config(*tiny_overrides(data_dir, tmp_path / "a", "train.epochs=4")))
-    train(compose_config(*tiny_overrides(data_dir, tmp_path / "b", "train.epochs=2")))
-    extended = train(compose_config(*tiny_overrides(data_dir, tmp_path / "b", "train.epochs=4")))
+    straight = train(compose(*tiny_overrides(data_dir, tmp_path / "a", "train.epochs=4")))
+    train(compose(*tiny_overrides(data_dir, tmp_path / "b", "train.epochs=2")))
+    extended = train(compose(*tiny_overrides(data_dir, tmp_path / "b", "train.epochs=4")))
     assert extended == straight
     assert (tmp_path / "a" / "loss.txt").read_bytes() == (tmp_path / "b" / "loss.txt").read_bytes()
 
 
 def test_a_finished_run_is_not_retrained(data_dir, tmp_path, capsys):
-    cfg = compose_config(*tiny_overrides(data_dir, tmp_path / "run"))
+    cfg = compose(*tiny_overrides(data_dir, tmp_path / "run"))
     train(cfg)
     checkpoint = tmp_path / "run" / CHECKPOINT
     before = checkpoint.stat().st_mtime_ns
@@ -61,21 +61,21 @@ def test_a_finished_run_is_not_retrained(data_dir, tmp_path, capsys):
 
 
 def test_a_run_with_other_settings_is_refused_naming_the_keys(data_dir, tmp_path):
-    train(compose_config(*tiny_overrides(data_dir, tmp_path / "run")))
+    train(compose(*tiny_overrides(data_dir, tmp_path / "run")))
     with pytest.raises(ConfigError, match=r"(?s)optim.lr: 0.05 -> 0.1.*seed: 0 -> 1"):
-        train(compose_config(*tiny_overrides(data_dir, tmp_path / "run", "optim.lr=0.1", "seed=1")))
+        train(compose(*tiny_overrides(data_dir, tmp_path / "run", "optim.lr=0.1", "seed=1")))
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
     run = tmp_path / "run"
-    train(compose_config(*tiny_overrides(data_dir, run, "train.epochs=1")))
+    train(compose(*tiny_overrides(data_dir, run, "train.epochs=1")))
     # Poison the weights of the saved epoch, so the next epoch's loss is NaN.
     state = torch.load(run / CHECKPOINT, weights_only=True)
     state["model"]["head.bias"].fill_(float("nan"))
     torch.save(state, run / CHECKPOINT)
     good = (run / CHECKPOINT).read_bytes()
     with pytest.raises(TrainingDiverged, match=r"the loss became nan at epoch 1, step 0.*epoch 0"):
-        train(compose_config(*tiny_overrides(data_dir, run, "train.epochs=3")))
+        train(compose(*tiny_overrides(data_dir, run, "train.epochs=3")))
     assert (run / CHECKPOINT).read_bytes() == good
     assert len(read_losses(run / "loss.txt")) == 1
 

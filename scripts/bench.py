@@ -1,0 +1,199 @@
+"""Training-step benchmark, measured side by side in one run: `make bench` (`--quick`: < 1 minute).
+
+Each entry is the same character model (embedding -> core -> head, Adagrad) with only the core
+swapped: our three paper models, `torch.nn.LSTM` with one and two layers, and the upstream
+`cerebral-lstm` package. Warm-up, then repeats interleaved across entries; median and spread.
+Run it on an otherwise idle machine: two processes sharing two cores make every ratio meaningless.
+Writes results/bench.json with the device, versions and the ratios.
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+from cerebral.config import compose
+from cerebral.models import CharRNN, build_model
+from cerebral.train import device_name, make_optimizer, train_step
+
+VOCAB = 89
+
+
+class UpstreamCore(nn.Module):
+    """The upstream package's CerebralLSTM (time-major) behind our batch-first core interface."""
+
+    def __init__(self, size):
+        super().__init__()
+        import cerebral_lstm
+
+        self.rnn, self.hidden_size = cerebral_lstm.CerebralLSTM(size, size), size
+
+    def forward(self, x, state=None):
+        output, state = self.rnn(x.transpose(0, 1), state)
+        return output.transpose(0, 1), state
+
+
+def entries(size, include_upstream=True):
+    """name -> a function making a fresh model with state `size`."""
+    paper = lambda name: lambda: build_model(compose(f"model={name}", f"model.state_size={size}").model, VOCAB)
+    made = {
+        "single_lstm": paper("single_lstm"),
+        "stacked_lstm": paper("stacked_lstm"),
+        "cerebral_lstm": paper("cerebral_lstm"),
+        "nn.LSTM x1": lambda: CharRNN(VOCAB, nn.LSTM(size, size, 1, batch_first=True)),
+        "nn.LSTM x2": lambda: CharRNN(VOCAB, nn.LSTM(size, size, 2, batch_first=True)),
+    }
+    if include_upstream:
+        try:
+            import cerebral_lstm  # noqa: F401  (test/bench-only dependency)
+            made["upstream"] = lambda: CharRNN(VOCAB, UpstreamCore(size))
+        except ImportError:
+            print("cerebral-lstm (upstream) is not installed: its row is skipped", file=sys.stderr)
+    return made
+
+
+def gate_units(model):
+    """Gate pre-activations per layer, in units of the state size, and the number of layers."""
+    core = model.core
+    if isinstance(core, UpstreamCore):
+        return 8, 1
+    return getattr(core, "num_gates", 4), core.num_layers
+
+
+def step_flops(model, batch, seq_len):
+    """Multiply-adds x 2 of forward (recurrent cores and head), x 3 for forward plus backward."""
+    size = model.core.hidden_size
+    gates, layers = gate_units(model)
+    core = layers * 2 * batch * seq_len * (2 * size) * gates * size
+    head = 2 * batch * seq_len * size * VOCAB
+    return 3 * (core + head)
+
+
+class Bench:
+    """One entry, ready to step: model, optimizer and a fixed batch on the device."""
+
+    def __init__(self, make, batch, seq_len, device):
+        torch.manual_seed(0)
+        self.model = make().to(device)
+        self.optimizer = make_optimizer(compose().optim, self.model.parameters())
+        self.tokens = torch.randint(0, VOCAB, (batch, seq_len), device=device)
+        self.device, self.times = device, []
+        self.flops = step_flops(self.model, batch, seq_len)
+
+    def step(self):
+        start = time.perf_counter()
+        train_step(self.model, self.optimizer, self.tokens, self.tokens)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.times.append(time.perf_counter() - start)
+
+    def peak_memory(self):
+        """Peak tensor memory allocated during one step, above what exists before it (bytes)."""
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            self.step()
+            return torch.cuda.max_memory_allocated() - before
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            self.step()
+        self.times.pop()  # a profiled step is slower; keep it out of the timings
+        events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                        if e.name() == "[memory]")
+        level = peak = 0
+        for _, nbytes in events:
+            level += nbytes
+            peak = max(peak, level)
+        return peak
+
+
+def run(makers, batch, seq_len, device, warmup, repeats, memory=True):
+    benches = {name: Bench(make, batch, seq_len, device) for name, make in makers.items()}
+    for bench in benches.values():
+        for _ in range(warmup):
+            bench.step()
+        bench.times.clear()
+    for _ in range(repeats):  # interleaved, so drifts of the machine hit every entry alike
+        for bench in benches.values():
+            bench.step()
+    rows = {}
+    for name, bench in benches.items():
+        median = statistics.median(bench.times)
+        rows[name] = {"ms_per_step": 1e3 * median, "ms_min": 1e3 * min(bench.times), "ms_max": 1e3 * max(bench.times),
+                      "chars_per_s": batch * seq_len / median, "gflops": bench.flops / median / 1e9,
+                      "peak_mib": bench.peak_memory() / 2**20 if memory else None}
+    return rows
+
+
+def table(rows, title):
+    lines = [title, f"{'model':<15}{'ms/step':>9}{'min-max':>15}{'chars/s':>10}{'GFLOP/s':>9}{'peak MiB':>10}"]
+    for name, r in rows.items():
+        peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-"
+        lines.append(f"{name:<15}{r['ms_per_step']:>9.1f}{r['ms_min']:>7.1f}-{r['ms_max']:<7.1f}"
+                     f"{r['chars_per_s']:>10.0f}{r['gflops']:>9.1f}{peak:>10}")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and a smaller sweep (under a minute)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--out", type=Path, default=Path("results/bench.json"))
+    args = parser.parse_args()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    warmup, repeats = (1, 3) if args.quick else (2, 9)
+    print(f"{device_name(device)}, torch {torch.__version__}; training steps (forward, backward, Adagrad)\n")
+
+    main_rows = run(entries(512), 128, 20, device, warmup, repeats)
+    print(table(main_rows, "Paper shapes: batch 128, 20 characters, state 512"))
+    ms = {name: r["ms_per_step"] for name, r in main_rows.items()}
+    ratios = {"cerebral_vs_lstm2": ms["cerebral_lstm"] / ms["nn.LSTM x2"],
+              "stacked_vs_lstm2": ms["stacked_lstm"] / ms["nn.LSTM x2"],
+              "single_vs_lstm1": ms["single_lstm"] / ms["nn.LSTM x1"],
+              "cerebral_peak_memory_vs_lstm2": main_rows["cerebral_lstm"]["peak_mib"] / main_rows["nn.LSTM x2"]["peak_mib"]}
+    small_batch = {}
+    if "upstream" in ms:
+        ratios["upstream_vs_cerebral"] = ms["upstream"] / ms["cerebral_lstm"]
+        for batch in (1, 32):
+            makers = {name: make for name, make in entries(512).items() if name in ("cerebral_lstm", "upstream")}
+            rows = run(makers, batch, 20, device, warmup, repeats, memory=False)
+            small_batch[batch] = rows
+            ratios[f"upstream_vs_cerebral_batch{batch}"] = rows["upstream"]["ms_per_step"] / rows["cerebral_lstm"]["ms_per_step"]
+            print("\n" + table(rows, f"Batch {batch}, 20 characters, state 512"))
+
+    print("\nRatios (step time, lower is faster for the first named):")
+    for name, value in ratios.items():
+        print(f"  {name:<36}{value:6.2f}")
+
+    sizes, lengths = ((128, 256), (20,)) if args.quick else ((128, 256, 512, 1024), (20, 100))
+    scaling = []
+    print("\nScaling, Cerebral against two-layer nn.LSTM (batch 128):")
+    print(f"{'state':>6}{'chars':>7}{'cerebral ms':>13}{'nn.LSTM x2 ms':>15}{'ratio':>7}{'cerebral GFLOP/s':>18}")
+    for size in sizes:
+        for length in lengths:
+            makers = {name: make for name, make in entries(size, False).items() if name in ("cerebral_lstm", "nn.LSTM x2")}
+            rows = run(makers, 128, length, device, 1, 3 if not args.quick else 2, memory=False)
+            c, l2 = rows["cerebral_lstm"], rows["nn.LSTM x2"]
+            scaling.append({"state": size, "seq_len": length, "cerebral_ms": c["ms_per_step"],
+                            "lstm2_ms": l2["ms_per_step"], "ratio": c["ms_per_step"] / l2["ms_per_step"],
+                            "cerebral_gflops": c["gflops"]})
+            print(f"{size:>6}{length:>7}{c['ms_per_step']:>13.1f}{l2['ms_per_step']:>15.1f}"
+                  f"{c['ms_per_step'] / l2['ms_per_step']:>7.2f}{c['gflops']:>18.1f}")
+
+    result = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
+              "threads": torch.get_num_threads(), "quick": args.quick, "paper_shapes": main_rows,
+              "small_batch": small_batch, "ratios": ratios, "scaling": scaling}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

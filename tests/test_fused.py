@@ -1,0 +1,99 @@
+"""The fused fast path against the equation-by-equation reference path, and against upstream."""
+
+import pytest
+import torch
+
+from cerebral import CerebralLSTM
+from cerebral.config import compose
+from cerebral.cores import FusedLayer, PostBiasLSTM
+from cerebral.models import build_model
+
+CASES = [  # (input_size, hidden_size, num_layers, bias, batch_first, random initial state)
+    (8, 8, 1, True, False, False), (16, 32, 2, True, True, True), (64, 64, 1, False, False, True),
+    (40, 24, 2, False, True, True), (3, 64, 3, True, False, True),
+]
+
+
+def leaves(tree):
+    return [t for t in torch.utils._pytree.tree_leaves(tree) if isinstance(t, torch.Tensor)]
+
+
+def outputs_and_gradients(core, x, state, fused):
+    core.fused = fused
+    core.zero_grad()
+    inputs = [x, *leaves(state)]
+    for t in inputs:
+        t.grad = None
+    output, final = core(x, state)
+    weights = [torch.randn_like(t, generator=torch.Generator().manual_seed(i)) for i, t in enumerate([output, *leaves(final)])]
+    sum((w * t).sum() for w, t in zip(weights, [output, *leaves(final)])).backward()
+    return [output, *leaves(final)], [p.grad.clone() for p in core.parameters()] + [t.grad.clone() for t in inputs]
+
+
+@pytest.mark.parametrize("cls", [CerebralLSTM, PostBiasLSTM])
+@pytest.mark.parametrize("input_size,hidden,layers,bias,batch_first,with_state", CASES)
+def test_fused_matches_the_reference_in_outputs_and_every_gradient(cls, input_size, hidden, layers, bias, batch_first, with_state):
+    torch.manual_seed(1000 * input_size + hidden)
+    core = cls(input_size, hidden, num_layers=layers, bias=bias, batch_first=batch_first)
+    with torch.no_grad():  # non-zero post-activation biases, so their gradients are exercised
+        for name, p in core.named_parameters():
+            if "bias_cell" in name or "bias_hidden" in name:
+                p.uniform_(-0.5, 0.5)
+    batch, steps = 5, 7
+    x = torch.randn(*((batch, steps) if batch_first else (steps, batch)), input_size, requires_grad=True)
+    state = None
+    if with_state:
+        def s():
+            return torch.randn(layers, batch, hidden, requires_grad=True)
+        state = (s(), (s(), s())) if cls is CerebralLSTM else (s(), s())
+    fused = outputs_and_gradients(core, x, state, fused=True)
+    reference = outputs_and_gradients(core, x, state, fused=False)
+    for ours, theirs in zip(fused[0] + fused[1], reference[0] + reference[1], strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("paths,post_biases", [(2, False), (1, True), (1, False)])
+def test_fused_backward_gradcheck(paths, post_biases):
+    torch.manual_seed(paths)
+    steps, batch, hidden = 4, 3, 2
+    width = paths * hidden
+    make = lambda *shape: torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    args = [make(steps, batch, 4 * width), make(4 * width, hidden), make(batch, hidden), make(batch, width)]
+    if post_biases:
+        args += [make(width), make(hidden)]
+    assert torch.autograd.gradcheck(FusedLayer.apply, tuple(args))
+
+
+def test_the_paper_models_use_the_fused_path():
+    for name in ("stacked_lstm", "cerebral_lstm"):
+        assert build_model(compose(f"model={name}", "model.state_size=8").model, 5).core.fused
+
+
+def test_same_outputs_as_the_upstream_package_with_its_weights():
+    upstream = pytest.importorskip("cerebral_lstm")
+    torch.manual_seed(0)
+    theirs = upstream.CerebralLSTM(6, 5, num_layers=2)
+    with torch.no_grad():
+        for cell in theirs.layers:
+            for name, p in cell.named_parameters():
+                if name.startswith("b_"):
+                    p.uniform_(-0.3, 0.3)
+    ours = CerebralLSTM(6, 5, num_layers=2)
+    order = ["i", "f", "o", "c"]  # our gate blocks: i, f, o, c (candidate), each upper then lower
+    with torch.no_grad():
+        for k, cell in enumerate(theirs.layers):
+            W = {f"{path}{g}": getattr(cell, f"W_{path}{g}") for path in "ul" for g in order}
+            b = {f"{path}{g}": getattr(cell, f"b_{path}{g}") for path in "ul" for g in order}
+            keys = [f"{path}{g}" for g in order for path in "ul"]
+            getattr(ours, f"weight_hh_l{k}").copy_(torch.cat([W[key][:5].T for key in keys]))
+            getattr(ours, f"weight_ih_l{k}").copy_(torch.cat([W[key][5:].T for key in keys]))
+            getattr(ours, f"bias_ih_l{k}").copy_(torch.cat([b[key] for key in keys]))
+            getattr(ours, f"bias_hh_l{k}").zero_()
+    x = torch.randn(7, 3, 6)
+    expected, states = theirs(x)
+    output, (h, (c_upper, c_lower)) = ours(x)
+    torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
+    for k, (h_k, (uc, lc)) in enumerate(states):
+        torch.testing.assert_close(h[k], h_k, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(c_upper[k], uc, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(c_lower[k], lc, rtol=1e-5, atol=1e-6)
