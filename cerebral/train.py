@@ -29,6 +29,9 @@ from cerebral.losslog import write_losses
 from cerebral.models import build_model
 
 CHECKPOINT = "checkpoint.pt"
+# Raised whenever the meaning of saved parameters changes (e.g. the gate order), so that an old
+# checkpoint is refused instead of silently resumed with its weights read the wrong way.
+CHECKPOINT_FORMAT = 2
 METRICS_COLUMNS = ("epoch", "train_loss", "seconds", "chars_per_second")
 
 
@@ -126,7 +129,7 @@ def prepare_run_dir(cfg):
 
 def save_checkpoint(path, model, optimizer, sampler, history, vocab):
     with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "vocab": vocab,
+        torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "vocab": vocab,
                     "sampler_rng": sampler.generator.get_state(), "torch_rng": torch.get_rng_state(),
                     "history": history}, tmp)
 
@@ -158,6 +161,10 @@ def train(cfg):
     checkpoint = run_dir / CHECKPOINT
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ConfigError(f"{checkpoint} was written by another version of this code (format "
+                              f"{state.get('format', 1)}, this code reads {CHECKPOINT_FORMAT}); delete "
+                              f"{run_dir} to train it again, or use another out_dir=PATH.")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         sampler.generator.set_state(state["sampler_rng"])

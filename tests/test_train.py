@@ -102,3 +102,13 @@ def test_resume_after_kill_9_ends_with_the_same_loss_file(data_dir, tmp_path):
 
     subprocess.run(command + [f"out_dir={killed}"], check=True, cwd=ROOT, capture_output=True)
     assert (killed / "loss.txt").read_bytes() == (tmp_path / "straight" / "loss.txt").read_bytes()
+
+
+def test_a_checkpoint_of_another_format_is_refused(data_dir, tmp_path):
+    run = tmp_path / "run"
+    train(compose(*tiny_overrides(data_dir, run, "train.epochs=1")))
+    state = torch.load(run / CHECKPOINT, weights_only=True)
+    del state["format"]
+    torch.save(state, run / CHECKPOINT)
+    with pytest.raises(ConfigError, match="written by another version of this code"):
+        train(compose(*tiny_overrides(data_dir, run, "train.epochs=2")))
