@@ -175,11 +175,10 @@ class _GatedRecurrence(nn.Module):
     def _run_layer(self, k, x, h, cells):
         """Layer k over the time-major input x from state (h, cells): (output, h, cells)."""
         w_ih, w_hh, bias = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"), self._layer_bias(k)
+        projected = F.linear(x, w_ih, bias)  # every time step in one GEMM
         if self.fused:
-            projected = F.linear(x, w_ih, bias)
             output, c = FusedLayer.apply(projected, w_hh, h, torch.cat(cells, dim=-1), *self._post_biases(k))
             return output, output[-1], c.chunk(self.num_cells, dim=-1)
-        projected = F.linear(x, w_ih, bias)
         outputs = []
         for x_t in projected.unbind(0):
             h, cells = self.step(x_t + F.linear(h, w_hh), cells, k)

@@ -128,10 +128,25 @@ def prepare_run_dir(cfg):
 
 
 def save_checkpoint(path, model, optimizer, sampler, history, vocab):
+    state = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "vocab": vocab, "sampler_rng": sampler.generator.get_state(), "torch_rng": torch.get_rng_state(),
+             "history": history}
     with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "vocab": vocab,
-                    "sampler_rng": sampler.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                    "history": history}, tmp)
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path, model, optimizer, sampler, device):
+    """Restore everything `save_checkpoint` wrote; return the per-epoch history."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"{path} was written by another version of this code (format "
+                          f"{state.get('format', 1)}, this code reads {CHECKPOINT_FORMAT}); delete "
+                          f"{path.parent} to train it again, or use another out_dir=PATH.")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    sampler.generator.set_state(state["sampler_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["history"]
 
 
 def write_outputs(run_dir, history):
@@ -157,19 +172,8 @@ def train(cfg):
     model = build_model(cfg.model, data.vocab_size).to(device)
     optimizer = make_optimizer(cfg.optim, model.parameters())
     sampler = BatchSampler(len(data.inputs), cfg.train, cfg.seed)
-    history = []
     checkpoint = run_dir / CHECKPOINT
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ConfigError(f"{checkpoint} was written by another version of this code (format "
-                              f"{state.get('format', 1)}, this code reads {CHECKPOINT_FORMAT}); delete "
-                              f"{run_dir} to train it again, or use another out_dir=PATH.")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        sampler.generator.set_state(state["sampler_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        history = state["history"]
+    history = load_checkpoint(checkpoint, model, optimizer, sampler, device) if checkpoint.exists() else []
     write_outputs(run_dir, history)
     if len(history) >= cfg.train.epochs:
         print(f"{run_dir}: already trained for {len(history)} epochs (train.epochs={cfg.train.epochs})")
