@@ -65,7 +65,7 @@ class FusedLayer(torch.autograd.Function):
         steps, batch, gate_width = xz.shape
         hidden, width = h0.shape[-1], gate_width // 4
         w_t = w_hh.t()
-        gates = torch.empty_like(xz)
+        gates = xz.new_empty(xz.shape)  # contiguous, as the views in backward assume
         cells = xz.new_empty(steps + 1, batch, width)
         cells[0] = c0
         tanh_cells = xz.new_empty(steps, batch, width)
@@ -96,11 +96,11 @@ class FusedLayer(torch.autograd.Function):
         steps, batch, gate_width = gates.shape
         hidden, width = h0.shape[-1], gate_width // 4
         paths = width // hidden
-        d_gates = torch.empty_like(gates)
-        d_hs = torch.zeros_like(out) if d_out is None else d_out.clone()  # becomes dL/dh(t) in full
+        d_gates = gates.new_empty(gates.shape)
+        d_hs = d_out.clone()  # becomes dL/dh(t) in full (autograd passes zeros for unused outputs)
         has_bias_cell, has_bias_hidden = ctx.post_biases
         d_cs = torch.empty_like(tanh_cells) if has_bias_cell else None  # dL/dc(t) in full, for b_c
-        dc = torch.zeros_like(cells[0]) if d_c_last is None else d_c_last.clone()
+        dc = d_c_last.clone()
         one = gates.new_ones(())
         by_path = lambda x: x.view(batch, paths, hidden)  # h is shared: broadcast its gradient over paths
         for t in reversed(range(steps)):
@@ -201,6 +201,8 @@ class _GatedRecurrence(nn.Module):
 
     def forward(self, input, state=None):
         batched = input.dim() == 3
+        if input.shape[1 if batched and self.batch_first else 0] == 0:
+            raise ValueError("input has no time steps")
         if not batched:  # (seq, feature), as nn.LSTM accepts
             input = input.unsqueeze(1)
         elif self.batch_first:
@@ -273,8 +275,8 @@ class CerebralLSTMCell(nn.Module):
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self.weight_ih = nn.Parameter(torch.empty(8 * hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(8 * hidden_size, hidden_size))
-        self.bias_ih = nn.Parameter(torch.empty(8 * hidden_size)) if bias else None
-        self.bias_hh = nn.Parameter(torch.empty(8 * hidden_size)) if bias else None
+        for name in ("bias_ih", "bias_hh"):
+            self.register_parameter(name, nn.Parameter(torch.empty(8 * hidden_size)) if bias else None)
         bound = 1.0 / math.sqrt(hidden_size)
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)

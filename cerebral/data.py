@@ -12,7 +12,6 @@ import os
 import pickle
 import shutil
 import sys
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +84,7 @@ def _fetch_one(upstream_path, target, expected, mirror, base_url):
             try:
                 with urllib.request.urlopen(source, timeout=60) as response:
                     shutil.copyfileobj(response, out)
-            except (urllib.error.URLError, OSError) as e:
+            except OSError as e:  # urllib's errors, refused connections and timeouts
                 raise DataError(f"could not download {upstream_path} from {source}: {e}. "
                                 "Check the connection and CEREBRAL_DATA_URL, or set "
                                 "CEREBRAL_DATA_MIRROR=DIR to a local checkout of "
@@ -139,7 +138,10 @@ class _PlainUnpickler(pickle.Unpickler):
 def load_metadata(path):
     """The vocabulary from `metadata.pkl`, unpickled without constructing any class."""
     with open(path, "rb") as f:
-        meta = _PlainUnpickler(io.BytesIO(f.read())).load()
+        try:
+            meta = _PlainUnpickler(io.BytesIO(f.read())).load()
+        except pickle.UnpicklingError as e:
+            raise DataError(f"{path}: {e}") from e
     ok = (isinstance(meta, dict) and isinstance(meta.get("idx2ch"), list)
           and isinstance(meta.get("ch2idx"), dict)
           and all(isinstance(c, str) for c in meta["idx2ch"])

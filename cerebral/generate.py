@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from cerebral.atomic import write_text_atomic
 from cerebral.models import build_model
-from cerebral.train import CHECKPOINT
+from cerebral.train import CHECKPOINT, read_checkpoint
 
 DEFAULTS = {"prime": "Moe_Szyslak:", "length": 300, "temperature": 1.0, "seed": 0}
 
@@ -28,7 +28,7 @@ def load_trained(run_dir, device="cpu"):
         raise FileNotFoundError(f"{run_dir / CHECKPOINT} does not exist: train the run first "
                                 f"(python -m cerebral.train out_dir={run_dir} ...)")
     cfg = OmegaConf.load(run_dir / "config.yaml")
-    state = torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=True)
+    state = read_checkpoint(run_dir / CHECKPOINT)
     model = build_model(cfg.model, len(state["vocab"])).to(device)
     model.load_state_dict(state["model"])
     return model.eval(), state["vocab"]
@@ -80,7 +80,7 @@ def main(argv=None):
     try:
         print(generate_for_run(args.run_dir, args.save, prime=args.prime, length=args.length,
                                temperature=args.temperature, seed=args.seed))
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError) as e:  # ConfigError is a ValueError
         sys.exit(f"error: {e}")
 
 

@@ -6,6 +6,7 @@ atomically after every epoch), loss.txt in the published format, metrics.csv and
 bit for bit where an uninterrupted run would (on CPU); raising train.epochs extends a run.
 """
 
+import fcntl
 import json
 import math
 import os
@@ -27,6 +28,9 @@ from cerebral.atomic import atomic_path, write_text_atomic
 from cerebral.config import ConfigError, check_config, config_differences, resolve_device
 from cerebral.losslog import write_losses
 from cerebral.models import build_model
+
+# Deterministic cuBLAS needs a fixed workspace, set before the first CUDA GEMM of the process.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 CHECKPOINT = "checkpoint.pt"
 # Raised whenever the meaning of saved parameters changes (e.g. the gate order), so that an old
@@ -97,8 +101,10 @@ def device_name(device):
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
-def record_session(run_dir, device):
-    """Append this process's device, versions and commit to run.json (one entry per session)."""
+def record_session(run_dir, cfg, device):
+    """Save the resolved config, and append this process's device, versions and commit to
+    run.json (one entry per session that trains)."""
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)))
     path = run_dir / "run.json"
     record = json.loads(path.read_text()) if path.exists() else {"sessions": []}
     record["sessions"].append({
@@ -111,20 +117,26 @@ def record_session(run_dir, device):
 
 
 def prepare_run_dir(cfg):
-    """Create the run directory, or check that an existing one was made with this config."""
+    """Create the run directory and lock it for this process, after checking that a run already
+    in it was made with this config. Returns the directory and the open lock file (keep it)."""
     run_dir = Path(cfg.out_dir)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     saved_path = run_dir / "config.yaml"
     if saved_path.exists():
         saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True)
-        differences = config_differences(saved, resolved)
+        differences = config_differences(saved, OmegaConf.to_container(cfg, resolve=True))
         if differences:
             raise ConfigError(
                 f"{run_dir} holds a run with another configuration:\n  " + "\n  ".join(differences)
                 + "\nOnly train.epochs may change when resuming. Use another out_dir=PATH, "
                 "or delete the folder to start over.")
-    write_text_atomic(saved_path, OmegaConf.to_yaml(resolved))
-    return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(run_dir / ".train.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ConfigError(f"another process is training in {run_dir}; wait for it, or use another out_dir=PATH") from None
+    return run_dir, lock
 
 
 def save_checkpoint(path, model, optimizer, sampler, history, vocab):
@@ -135,15 +147,21 @@ def save_checkpoint(path, model, optimizer, sampler, history, vocab):
         torch.save(state, tmp)
 
 
-def load_checkpoint(path, model, optimizer, sampler, device):
-    """Restore everything `save_checkpoint` wrote; return the per-epoch history."""
-    state = torch.load(path, map_location=device, weights_only=True)
+def read_checkpoint(path):
+    """The saved state, on the CPU, refusing another format (`CHECKPOINT_FORMAT`)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"{path} was written by another version of this code (format "
                           f"{state.get('format', 1)}, this code reads {CHECKPOINT_FORMAT}); delete "
                           f"{path.parent} to train it again, or use another out_dir=PATH.")
+    return state
+
+
+def load_checkpoint(path, model, optimizer, sampler):
+    """Restore everything `save_checkpoint` wrote; return the per-epoch history."""
+    state = read_checkpoint(path)
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    optimizer.load_state_dict(state["optimizer"])  # moves its state to the parameters' device
     sampler.generator.set_state(state["sampler_rng"])
     torch.set_rng_state(state["torch_rng"])
     return state["history"]
@@ -162,18 +180,16 @@ def train(cfg):
     if cfg.train.batch_size > len(data.inputs):
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the "
                           f"{len(data.inputs)} sequences in the data")
-    run_dir = prepare_run_dir(cfg)
+    run_dir, lock = prepare_run_dir(cfg)  # noqa: F841 (held until this function returns)
     device = resolve_device(cfg.device)
-    # Deterministic kernels everywhere (PROTOCOL.md: scatter-add backward drifts otherwise);
-    # cuBLAS needs a fixed workspace for that, set before CUDA starts.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # Deterministic kernels everywhere (PROTOCOL.md: scatter-add backward drifts otherwise).
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.vocab_size).to(device)
     optimizer = make_optimizer(cfg.optim, model.parameters())
     sampler = BatchSampler(len(data.inputs), cfg.train, cfg.seed)
     checkpoint = run_dir / CHECKPOINT
-    history = load_checkpoint(checkpoint, model, optimizer, sampler, device) if checkpoint.exists() else []
+    history = load_checkpoint(checkpoint, model, optimizer, sampler) if checkpoint.exists() else []
     write_outputs(run_dir, history)
     if len(history) >= cfg.train.epochs:
         print(f"{run_dir}: already trained for {len(history)} epochs (train.epochs={cfg.train.epochs})")
@@ -181,7 +197,7 @@ def train(cfg):
 
     print(f"{cfg.model.name}, seed {cfg.seed}: epochs {len(history)}-{cfg.train.epochs - 1} of "
           f"{sampler.steps} steps x {sampler.batch} sequences on {device_name(device)} -> {run_dir}")
-    record_session(run_dir, device)
+    record_session(run_dir, cfg, device)
     inputs, targets = data.inputs.to(device), data.targets.to(device)
     chars_per_step = sampler.batch * data.inputs.shape[1]
     bar = tqdm(total=cfg.train.epochs * sampler.steps, initial=len(history) * sampler.steps,
@@ -194,9 +210,10 @@ def train(cfg):
             loss = train_step(model, optimizer, inputs[batch], targets[batch]).item()
             if not math.isfinite(loss):
                 bar.close()
-                raise TrainingDiverged(
-                    f"the loss became {loss} at epoch {epoch}, step {step}; stopped. {checkpoint} "
-                    f"keeps the last good state (epoch {len(history) - 1}). Try a smaller optim.lr.")
+                kept = (f"{checkpoint} keeps the last good state (epoch {len(history) - 1})" if history
+                        else "no epoch had finished, so there is no checkpoint")
+                raise TrainingDiverged(f"the loss became {loss} at epoch {epoch}, step {step}; stopped. "
+                                       f"{kept}. Try a smaller optim.lr.")
             total += loss
             bar.set_postfix(epoch=epoch, loss=f"{total / (step + 1):.4f}", refresh=False)
             bar.update()

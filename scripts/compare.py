@@ -98,9 +98,9 @@ def main(argv=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     text = report(args.runs, out_dir, runs, verdicts, stats)
     write_text_atomic(out_dir / "REPORT.md", text)
-    data = {"runs_dir": str(args.runs), "claims": {k: claims.as_json(v) for k, v in verdicts.items()},
-            "stats": stats, "runs": {m: [{"seed": r.seed, "epochs": len(r.losses), "path": str(r.path)} for r in rs]
-                                      for m, rs in runs.items()}}
+    data = {"claims": {k: claims.as_json(v) for k, v in verdicts.items()}, "stats": stats,
+            "runs": {m: [{"seed": r.seed, "epochs": len(r.losses), "path": str(r.path.relative_to(args.runs))}
+                         for r in rs] for m, rs in runs.items()}}
     write_text_atomic(out_dir / "report.json", json.dumps(data, indent=2) + "\n")
     print(claims.claims_table(verdicts["published"], verdicts.get("ours")))
     print(f"\nReport: {out_dir / 'REPORT.md'} (numbers: {out_dir / 'report.json'})")

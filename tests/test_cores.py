@@ -45,8 +45,8 @@ def readme_weights(w_ih, w_hh, bias):
     return W, b
 
 
-def layer_bias(core, k, prefix=""):
-    return getattr(core, f"bias_ih{prefix}{k}") + getattr(core, f"bias_hh{prefix}{k}") if core.bias else None
+def layer_bias(core, k):
+    return getattr(core, f"bias_ih_l{k}") + getattr(core, f"bias_hh_l{k}") if core.bias else None
 
 
 def reference_cerebral(core, x, state):
@@ -55,7 +55,7 @@ def reference_cerebral(core, x, state):
     hs, cus, cls = [], [], []
     for k in range(core.num_layers):
         W, b = readme_weights(getattr(core, f"weight_ih_l{k}"), getattr(core, f"weight_hh_l{k}"),
-                              layer_bias(core, k, "_l"))
+                              layer_bias(core, k))
         h, cu, cl = h0[k], cu0[k], cl0[k]
         outputs = []
         for x_t in x:
@@ -170,6 +170,11 @@ def test_dropout_acts_between_layers_in_training_only():
     assert torch.equal(core_one_layer(x)[0], core_one_layer(x)[0])
 
 
+def test_an_empty_sequence_is_refused():
+    with pytest.raises(ValueError, match="no time steps"):
+        CerebralLSTM(3, 4, batch_first=True)(torch.zeros(2, 0, 3))
+
+
 @pytest.mark.parametrize("kwargs", [dict(hidden_size=0), dict(hidden_size=2.5), dict(num_layers=0), dict(dropout=1.0)])
 def test_invalid_constructor_arguments_are_refused(kwargs):
     args = dict(input_size=3, hidden_size=4) | kwargs
@@ -184,7 +189,7 @@ def reference_post_bias_lstm(core, x, state):
     for k in range(core.num_layers):
         Wx = getattr(core, f"weight_ih_l{k}").chunk(4)
         Wh = getattr(core, f"weight_hh_l{k}").chunk(4)
-        b = layer_bias(core, k, "_l").chunk(4) if core.bias else [0.0] * 4
+        b = layer_bias(core, k).chunk(4) if core.bias else [0.0] * 4
         b_c, b_h = getattr(core, f"bias_cell_l{k}"), getattr(core, f"bias_hidden_l{k}")
         h, c = h0[k], c0[k]
         outputs = []

@@ -112,3 +112,15 @@ def test_a_checkpoint_of_another_format_is_refused(data_dir, tmp_path):
     torch.save(state, run / CHECKPOINT)
     with pytest.raises(ConfigError, match="written by another version of this code"):
         train(compose(*tiny_overrides(data_dir, run, "train.epochs=2")))
+
+
+def test_a_run_directory_in_use_is_refused(data_dir, tmp_path):
+    import fcntl
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / ".train.lock", "w") as held:  # as another training process would hold it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="another process is training in"):
+            train(compose(*tiny_overrides(data_dir, run)))
+    assert len(train(compose(*tiny_overrides(data_dir, run)))) == 2
