@@ -130,6 +130,13 @@ class FusedLayer(torch.autograd.Function):
         return d_gates, d_w_hh, dh0, dc, d_bias_cell, d_bias_hidden
 
 
+def lstm_uniform_(module):
+    """`nn.LSTM`'s initialisation: every parameter uniform in +-1/sqrt(hidden_size)."""
+    bound = 1.0 / math.sqrt(module.hidden_size)
+    for p in module.parameters():
+        nn.init.uniform_(p, -bound, bound)
+
+
 class _GatedRecurrence(nn.Module):
     """Parameters, state handling and the layer/time loop shared by the cores below.
 
@@ -164,10 +171,7 @@ class _GatedRecurrence(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        """`nn.LSTM`'s initialisation: every parameter uniform in +-1/sqrt(hidden_size)."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -bound, bound)
+        lstm_uniform_(self)
 
     def _layer_bias(self, k):
         return getattr(self, f"bias_ih_l{k}") + getattr(self, f"bias_hh_l{k}") if self.bias else None
@@ -277,9 +281,7 @@ class CerebralLSTMCell(nn.Module):
         self.weight_hh = nn.Parameter(torch.empty(8 * hidden_size, hidden_size))
         for name in ("bias_ih", "bias_hh"):
             self.register_parameter(name, nn.Parameter(torch.empty(8 * hidden_size)) if bias else None)
-        bound = 1.0 / math.sqrt(hidden_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -bound, bound)
+        lstm_uniform_(self)
 
     def forward(self, input, state=None):
         if state is None:

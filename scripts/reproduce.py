@@ -63,10 +63,11 @@ def main():
     total = 0.0
     for cfg in configs:
         steps = cfg.train.steps_per_epoch or len(data.inputs) // cfg.train.batch_size
-        remaining = max(cfg.train.epochs - epochs_done(cfg), 0) * steps
+        done = epochs_done(cfg)
+        remaining = max(cfg.train.epochs - done, 0) * steps
         per_step = seconds_per_step(cfg, data.vocab_size, data.inputs.shape[1]) if remaining else 0.0
         total += remaining * per_step
-        print(f"{cfg.model.name:<15}{cfg.train.epochs:>8}{epochs_done(cfg):>6}{steps:>13}"
+        print(f"{cfg.model.name:<15}{cfg.train.epochs:>8}{done:>6}{steps:>13}"
               f"{per_step:>8.3f}{remaining * per_step / 3600:>10.2f}h  {cfg.out_dir}")
     print(f"{'total':<50}{total / 3600:>10.2f}h", flush=True)
     if args.plan_only:
