@@ -52,13 +52,14 @@ def test_fused_matches_the_reference_in_outputs_and_every_gradient(cls, input_si
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("paths,post_biases", [(2, False), (1, True), (1, False)])
-def test_fused_backward_gradcheck(paths, post_biases):
+@pytest.mark.parametrize("paths,bias,post_biases", [(2, False, False), (2, True, False), (1, False, True), (1, True, False)])
+def test_fused_backward_gradcheck(paths, bias, post_biases):
     torch.manual_seed(paths)
-    steps, batch, hidden = 4, 3, 2
+    steps, batch, inputs, hidden = 4, 3, 3, 2
     width = paths * hidden
     make = lambda *shape: torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-    args = [make(steps, batch, 4 * width), make(4 * width, hidden), make(batch, hidden), make(batch, width)]
+    args = [make(steps, batch, inputs), make(4 * width, inputs), make(4 * width) if bias else None,
+            make(4 * width, hidden), make(batch, hidden), make(batch, width)]
     if post_biases:
         args += [make(width), make(hidden)]
     assert torch.autograd.gradcheck(FusedLayer.apply, tuple(args))
