@@ -121,11 +121,28 @@ def judge_all(curves):
     return {claim: judge(curves) for claim, judge in JUDGES.items()}
 
 
+def judge_per_seed(runs):
+    """seed -> the verdicts on that seed's curves ({model: [Run]} in, every seed any model has)."""
+    seeds = sorted({r.seed for model_runs in runs.values() for r in model_runs})
+    return {seed: judge_all({m: r.losses for m, rs in runs.items() for r in rs if r.seed == seed})
+            for seed in seeds}
+
+
+def seed_counts(per_seed):
+    """claim id -> 'k/n seeds' (k: seeds where the claim holds), noting seeds not judgeable yet."""
+    counts = {}
+    for claim in CLAIMS:
+        holds = [verdicts[claim].holds for verdicts in per_seed.values()]
+        text = f"{holds.count(True)}/{len(holds)} seeds"
+        counts[claim] = text + (f" ({holds.count(None)} not judgeable yet)" if None in holds else "")
+    return counts
+
+
 def curve_stats(ours, published):
     """Per model: distance to the published curve over the common epochs, the final-loss ratio
     (ours / published at the last common epoch) and the epochs needed to reach each of LEVELS."""
     stats = {}
-    for model in [m for m in MODELS if m in ours or m in published]:
+    for model in dict.fromkeys([m for m in MODELS if m in published] + list(ours)):
         o, p = ours.get(model), published.get(model)
         row = {"epochs_ours": len(o) if o else 0, "epochs_published": len(p) if p else 0}
         if o and p:
@@ -144,11 +161,14 @@ def as_json(verdicts):
     return {claim: asdict(v) for claim, v in verdicts.items()}
 
 
-def claims_table(published, ours=None):
-    """Markdown: one row per claim, the published curves' verdict and, when given, ours."""
-    header = "| claim | statement | published curves |" + (" our runs |" if ours else "")
-    lines = [header, "|---|---|---|" + ("---|" if ours else "")]
+def claims_table(published, ours=None, per_seed=None):
+    """Markdown: one row per claim, the published curves' verdict and, when given, ours (with
+    several seeds: on the mean curves) and the count of seeds where it holds."""
+    header = "| claim | statement | published curves |" + (" our runs |" if ours else "") + (" per seed |" if per_seed else "")
+    lines = [header, "|---|---|---|" + ("---|" if ours else "") + ("---|" if per_seed else "")]
+    counts = seed_counts(per_seed) if per_seed else {}
     for claim, text in CLAIMS.items():
         row = f"| {claim} | {text} | {published[claim].cell()} |"
-        lines.append(row + (f" {ours[claim].cell()} |" if ours else ""))
+        row += f" {ours[claim].cell()} |" if ours else ""
+        lines.append(row + (f" {counts[claim]} |" if per_seed else ""))
     return "\n".join(lines)

@@ -9,11 +9,12 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 
-from cerebral.models import CORES, INITS
+from cerebral.models import CEREBRAL_CORES, CORES, INITS
 
 SAMPLINGS = ("random_batches", "shuffled_pass")
 DEVICES = ("auto", "cpu", "cuda")
-OPTIMIZERS = ("adagrad",)
+OPTIMIZERS = ("adagrad", "adam")
+TASKS = ("charlm", "digits", "mnist", "imdb")
 
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -52,12 +53,19 @@ def check_config(cfg):
     need(_is_int(m.num_layers) and m.num_layers > 0, "model.num_layers", "a positive integer", 1)
     need(isinstance(m.gate_bias, bool), "model.gate_bias", "true or false", "false")
     need(isinstance(m.post_bias, bool), "model.post_bias", "true or false", "false")
-    need(not (m.post_bias is True and m.core == "cerebral"), "model.post_bias",
-         "false for the cerebral core (post-activation biases belong to model.core=lstm)", "false")
+    need(not (m.post_bias is True and m.core != "lstm"), "model.post_bias",
+         "false unless model.core=lstm (post-activation biases belong to the LSTM core)", "false")
+    need(isinstance(m.tie_init, bool), "model.tie_init", "true or false", "false")
+    need(not (m.tie_init is True and m.core not in CEREBRAL_CORES), "model.tie_init",
+         "false unless model.core is " + " or ".join(CEREBRAL_CORES) + " (it ties the two Cerebral paths)", "false")
     need(m.init in INITS, "model.init", " or ".join(INITS), "tf_xavier")
     need(_is_int(m.xavier_stack) and m.xavier_stack > 0, "model.xavier_stack", "a positive integer", 4)
     need(_is_number(m.dropout) and 0 <= m.dropout < 1, "model.dropout", "a number in [0, 1)", 0.0)
+    need(cfg.task.name in TASKS, "task.name", " or ".join(TASKS), "charlm")
     need(_is_int(cfg.data.seq_len) and cfg.data.seq_len > 0, "data.seq_len", "a positive integer", 20)
+    if cfg.task.name == "charlm":
+        need(_is_number(cfg.data.val_fraction) and 0 <= cfg.data.val_fraction < 1, "data.val_fraction",
+             "a number in [0, 1)", 0.1)
     need(_is_int(t.epochs) and t.epochs > 0, "train.epochs", "a positive integer", 500)
     need(_is_int(t.batch_size) and t.batch_size > 0, "train.batch_size", "a positive integer", 128)
     need(t.sampling in SAMPLINGS, "train.sampling", " or ".join(SAMPLINGS), "random_batches")
@@ -69,8 +77,13 @@ def check_config(cfg):
              "a positive integer", 100)
     need(o.name in OPTIMIZERS, "optim.name", " or ".join(OPTIMIZERS), "adagrad")
     need(_is_number(o.lr) and o.lr > 0, "optim.lr", "a positive number", 0.05)
-    need(_is_number(o.initial_accumulator_value) and o.initial_accumulator_value >= 0,
-         "optim.initial_accumulator_value", "a number >= 0", 0.1)
+    if o.name == "adagrad":
+        need(_is_number(o.initial_accumulator_value) and o.initial_accumulator_value >= 0,
+             "optim.initial_accumulator_value", "a number >= 0", 0.1)
+    need(o.lr_decay_every is None or (_is_int(o.lr_decay_every) and o.lr_decay_every > 0),
+         "optim.lr_decay_every", "null or a positive number of epochs", 2)
+    need(_is_number(o.lr_decay_factor) and 0 < o.lr_decay_factor <= 1, "optim.lr_decay_factor",
+         "a number in (0, 1]", 0.1)
     need(_is_int(cfg.seed) and cfg.seed >= 0, "seed", "a non-negative integer", 0)
     need(cfg.device in DEVICES, "device", " or ".join(DEVICES), "auto")
     if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -86,8 +99,25 @@ def resolve_device(name):
     return torch.device(name)
 
 
-def config_differences(saved, new, ignore=("train.epochs",)):
-    """Keys whose values differ between two configs (dicts), as 'key: old -> new' lines."""
+# Keys added after runs were first saved, with the value that keeps the old behaviour: a saved
+# config without one of them reads as having that value, so older runs still resume.
+ADDED_KEYS = {"task.name": "charlm", "data.val_fraction": 0.0, "model.tie_init": False,
+              "optim.lr_decay_every": None, "optim.lr_decay_factor": 0.1}
+
+
+def complete(saved):
+    """A saved config (dict) as an OmegaConf config, with the keys added since it was written
+    (ADDED_KEYS) at their old-behaviour values."""
+    cfg = OmegaConf.create(saved)
+    for key, value in ADDED_KEYS.items():
+        if OmegaConf.select(cfg, key, default=KeyError) is KeyError:
+            OmegaConf.update(cfg, key, value, force_add=True)
+    return cfg
+
+
+def config_differences(saved, new, ignore=("train.epochs", "runs_dir")):
+    """Keys whose values differ between two configs (dicts), as 'key: old -> new' lines.
+    `runs_dir` only feeds `out_dir`, which is compared itself."""
     def flat(d, prefix=""):
         out = {}
         for k, v in d.items():
@@ -97,6 +127,7 @@ def config_differences(saved, new, ignore=("train.epochs",)):
                 out[f"{prefix}{k}"] = v
         return out
 
-    a, b = flat(saved), flat(new)
+    b = flat(new)
+    a = {**{k: v for k, v in ADDED_KEYS.items() if k in b}, **flat(saved)}
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
             for k in sorted(set(a) | set(b)) if k not in ignore and a.get(k) != b.get(k)]

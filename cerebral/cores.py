@@ -37,6 +37,29 @@ def cerebral_update(gates, upper_c, lower_c):
     return h, (U_c, L_c)
 
 
+def cerebral_printed_update(gates, upper_c, lower_c):
+    """The cell equation as printed in the paper's Section 4, an ablation: U_c = U_f * U_Ctmp +
+    U_i * U_Ctmp (likewise L_c), so the cell state does not carry over from step to step."""
+    ui, li, uf, lf, uo, lo, uc, lc = gates.chunk(8, dim=-1)
+    U_Ctmp, L_Ctmp = torch.tanh(uc), torch.tanh(lc)
+    U_c = torch.sigmoid(uf) * U_Ctmp + torch.sigmoid(ui) * U_Ctmp
+    L_c = torch.sigmoid(lf) * L_Ctmp + torch.sigmoid(li) * L_Ctmp
+    h = torch.sigmoid(uo) * torch.tanh(U_c) + torch.sigmoid(lo) * torch.tanh(L_c)
+    return h, (U_c, L_c)
+
+
+def novo_lstm_update(gates, c_prev, norm_weight, norm_bias):
+    """One NovoLSTM step (../shared/reference/novolstm.txt): the input gate is
+    LayerNorm(sigmoid(W_i [h, x] + b_i)) * softmax(W_i' [h, x] + b_i') over the hidden units;
+    forget and output gates and the cell update as in an LSTM. Gate blocks i, i', f, o, g."""
+    i, i_prime, f, o, g = gates.chunk(5, dim=-1)
+    hidden = i.shape[-1]
+    i = F.layer_norm(torch.sigmoid(i), (hidden,), norm_weight, norm_bias) * torch.softmax(i_prime, dim=-1)
+    c = torch.sigmoid(f) * c_prev + i * torch.tanh(g)
+    h = torch.sigmoid(o) * torch.tanh(c)
+    return h, (c,)
+
+
 def post_bias_lstm_update(gates, c_prev, bias_cell, bias_hidden):
     """One LSTM step with learned biases after the activations (PROTOCOL fact 7):
     c = f * c(t-1) + i * g + b_c,  h = o * tanh(c) + b_h.  Gate order i, f, o, g (the TF code's)."""
@@ -221,10 +244,12 @@ class _GatedRecurrence(nn.Module):
         raise NotImplementedError
 
     def _pack_state(self, h, cells):
-        raise NotImplementedError
+        """(h, c) as `nn.LSTM`, or (h, (c_1, ..., c_n)) for several cell states."""
+        return (h, cells[0]) if self.num_cells == 1 else (h, cells)
 
     def _unpack_state(self, state):
-        raise NotImplementedError
+        h, c = state
+        return h, (c,) if self.num_cells == 1 else tuple(c)
 
     def forward(self, input, state=None):
         batched = input.dim() == 3
@@ -284,12 +309,23 @@ class CerebralLSTM(_GatedRecurrence):
     def step(self, gates, cells, layer):
         return cerebral_update(gates, *cells)
 
-    def _pack_state(self, h, cells):
-        return h, cells
+    @torch.no_grad()
+    def tie_paths_(self):
+        """Make the lower path an exact copy of the upper one (the paper's Section 4.1 ablation,
+        "identical initial values"): both paths then get identical gradients and stay equal."""
+        for name, p in self.named_parameters():
+            by_path = p.view(4, 2, self.hidden_size, -1)  # gate blocks i, f, o, g; upper, lower
+            by_path[:, 1] = by_path[:, 0]
 
-    def _unpack_state(self, state):
-        h, (c_upper, c_lower) = state
-        return h, (c_upper, c_lower)
+
+class CerebralLSTMPrinted(CerebralLSTM):
+    """The Cerebral LSTM with the cell equation as printed in Section 4 (`cerebral_printed_update`):
+    an ablation, run on the equation-by-equation path."""
+
+    fused = False
+
+    def step(self, gates, cells, layer):
+        return cerebral_printed_update(gates, *cells)
 
 
 class CerebralLSTMCell(nn.Module):
@@ -338,9 +374,29 @@ class PostBiasLSTM(_GatedRecurrence):
     def step(self, gates, cells, layer):
         return post_bias_lstm_update(gates, *cells, *self._post_biases(layer))
 
-    def _pack_state(self, h, cells):
-        return h, cells[0]
 
-    def _unpack_state(self, state):
-        h, c = state
-        return h, (c,)
+class NovoLSTM(_GatedRecurrence):
+    """NovoLSTM: an LSTM whose input gate is LayerNorm(sigmoid(.)) * softmax(.) (`novo_lstm_update`).
+    Interface as `nn.LSTM`; gate blocks i, i', f, o, g (5H rows); per layer a LayerNorm scale
+    `norm_weight_l{k}` (ones) and shift `norm_bias_l{k}` (zeros). Runs on the equation path."""
+
+    num_gates = 5
+    fused = False
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout)
+        for k in range(num_layers):
+            setattr(self, f"norm_weight_l{k}", nn.Parameter(torch.empty(hidden_size)))
+            setattr(self, f"norm_bias_l{k}", nn.Parameter(torch.empty(hidden_size)))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        lstm_uniform_(self)
+        for name, p in self.named_parameters():
+            if name.startswith("norm_"):  # LayerNorm starts as the identity
+                nn.init.ones_(p) if name.startswith("norm_weight") else nn.init.zeros_(p)
+
+    def step(self, gates, cells, layer):
+        return novo_lstm_update(gates, *cells, getattr(self, f"norm_weight_l{layer}"),
+                                getattr(self, f"norm_bias_l{layer}"))

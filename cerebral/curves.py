@@ -1,4 +1,8 @@
-"""Loss curves to compare: the published ones and our runs (`<runs>/<model>/seed<seed>/`)."""
+"""Loss curves to compare: the published ones and our runs (`<runs>/<model>/seed<seed>/`).
+
+A runs folder may hold the three paper models and any variant a study adds (e.g.
+`single_lstm_matched`); with several seeds a model is drawn and judged by its mean curve, with
+the seeds' spread as a band."""
 
 import argparse
 import csv
@@ -12,10 +16,22 @@ from omegaconf import OmegaConf
 from cerebral import data as chardata
 from cerebral.losslog import LossFileError, read_losses
 
-MODELS = ("single_lstm", "stacked_lstm", "cerebral_lstm")
-LABELS = {"single_lstm": "single LSTM", "stacked_lstm": "two-stacked LSTM", "cerebral_lstm": "Cerebral LSTM"}
+MODELS = ("single_lstm", "stacked_lstm", "cerebral_lstm")  # the paper's three
+LABELS = {"single_lstm": "single LSTM", "stacked_lstm": "two-stacked LSTM", "cerebral_lstm": "Cerebral LSTM",
+          "single_lstm_matched": "single LSTM, Cerebral's size", "cerebral_lstm_tied": "Cerebral LSTM, tied init",
+          "cerebral_lstm_printed": "Cerebral LSTM, printed cell", "novo_lstm": "NovoLSTM"}
 DEFAULT_RUNS = Path("results/runs")
-COLORS = {"single_lstm": "tab:blue", "stacked_lstm": "tab:orange", "cerebral_lstm": "tab:green"}
+COLORS = {"single_lstm": "tab:blue", "stacked_lstm": "tab:orange", "cerebral_lstm": "tab:green",
+          "single_lstm_matched": "tab:purple", "cerebral_lstm_tied": "tab:olive",
+          "cerebral_lstm_printed": "tab:red", "novo_lstm": "tab:brown"}
+
+
+def label(model):
+    return LABELS.get(model, model)
+
+
+def color(model):
+    return COLORS.get(model, "tab:gray")
 
 
 @dataclass
@@ -30,14 +46,25 @@ class Run:
     record: dict = field(default_factory=dict)  # run.json: device, versions, commit per session
     sample: dict | None = None                  # sample.json: generated text and its settings
 
-    @property
-    def seconds(self):
-        """Training wall time, summed over epochs from metrics.csv."""
+    def metric(self, column):
+        """One column of metrics.csv as floats per epoch, or None where the run has none."""
         metrics = self.path / "metrics.csv"
         if not metrics.exists():
             return None
         with open(metrics, newline="") as f:
-            return sum(float(row["seconds"]) for row in csv.DictReader(f))
+            values = [row.get(column) or None for row in csv.DictReader(f)]
+        return [float(v) for v in values] if values and None not in values else None
+
+    @property
+    def seconds(self):
+        """Training wall time, summed over epochs from metrics.csv."""
+        seconds = self.metric("seconds")
+        return sum(seconds) if seconds is not None else None
+
+    @property
+    def parameters(self):
+        """The model's parameter count, as recorded by training (run.json)."""
+        return self.record.get("parameters")
 
 
 def default_out_dir(runs_dir):
@@ -59,23 +86,34 @@ def load_run(path, model, seed):
 
 
 def find_runs(runs_dir):
-    """model -> its runs under `runs_dir`, by seed; models without a non-empty loss.txt are left out."""
+    """model -> its runs under `runs_dir` (`<model>/seed<k>/loss.txt`, non-empty), by seed; the
+    paper's three models first, then the others by name."""
     found = {}
-    for model in MODELS:
-        runs = []
-        for loss_file in sorted(Path(runs_dir).glob(f"{model}/seed*/loss.txt")):
-            seed = loss_file.parent.name.removeprefix("seed")
-            if seed.isdigit() and loss_file.stat().st_size > 0:
-                runs.append(load_run(loss_file.parent, model, int(seed)))
-        if runs:
-            found[model] = sorted(runs, key=lambda r: r.seed)
-    return found
+    for loss_file in sorted(Path(runs_dir).glob("*/seed*/loss.txt")):
+        model, seed = loss_file.parent.parent.name, loss_file.parent.name.removeprefix("seed")
+        if seed.isdigit() and loss_file.stat().st_size > 0:
+            found.setdefault(model, []).append(load_run(loss_file.parent, model, int(seed)))
+    order = [m for m in MODELS if m in found] + sorted(m for m in found if m not in MODELS)
+    return {m: sorted(found[m], key=lambda r: r.seed) for m in order}
 
 
-def mean_curve(runs):
-    """The per-epoch mean over runs, over the epochs every run has."""
-    length = min(len(r.losses) for r in runs)
-    return [sum(r.losses[i] for r in runs) / len(runs) for i in range(length)]
+def mean_curve(runs, column=None):
+    """The per-epoch mean over runs (of loss.txt, or of a metrics.csv column), over the epochs
+    every run has; None when a run lacks the column."""
+    curves = [r.losses if column is None else r.metric(column) for r in runs]
+    if any(c is None for c in curves):
+        return None
+    length = min(len(c) for c in curves)
+    return [sum(c[i] for c in curves) / len(curves) for i in range(length)]
+
+
+def band(runs, column=None):
+    """(lowest, highest) per epoch over runs, over the epochs every run has, or None for one run."""
+    curves = [r.losses if column is None else r.metric(column) for r in runs]
+    if len(curves) < 2 or any(c is None for c in curves):
+        return None
+    length = min(len(c) for c in curves)
+    return [min(c[i] for c in curves) for i in range(length)], [max(c[i] for c in curves) for i in range(length)]
 
 
 def comparison_parser(description):
@@ -88,7 +126,7 @@ def comparison_parser(description):
 
 
 def load_comparison(runs_dir, data_dir):
-    """(published curves, our runs, each model's mean curve), or exit naming the bad file."""
+    """(published curves, our runs, each model's mean training-loss curve), or exit naming the bad file."""
     try:
         published, runs = published_curves(data_dir), find_runs(runs_dir)
     except (chardata.DataError, LossFileError) as e:

@@ -1,16 +1,18 @@
 """The character-level models of the paper: embedding -> recurrent core -> linear head.
 
 `build_model(cfg.model, vocab_size)` makes `single_lstm`, `stacked_lstm` or `cerebral_lstm`
-from the options in `conf/model/*.yaml`; PROTOCOL.md gives the evidence behind each default.
+(and the studies' variants) from the options in `conf/model/*.yaml`; PROTOCOL.md gives the
+evidence behind each default.
 """
 
 import math
 
 from torch import nn
 
-from cerebral.cores import CerebralLSTM, PostBiasLSTM
+from cerebral.cores import CerebralLSTM, CerebralLSTMPrinted, NovoLSTM, PostBiasLSTM
 
-CORES = ("lstm", "cerebral")
+CORES = ("lstm", "cerebral", "cerebral_printed", "novo")
+CEREBRAL_CORES = ("cerebral", "cerebral_printed")
 INITS = ("tf_xavier", "torch")
 
 
@@ -50,22 +52,40 @@ def tf_xavier_init_(model, xavier_stack):
         elif name in ("embedding.weight", "head.weight"):
             bound = tf_xavier_bound(*p.shape)
         else:
-            nn.init.zeros_(p)
+            if "bias" in name:
+                nn.init.zeros_(p)
             continue
         nn.init.uniform_(p, -bound, bound)
 
 
-def build_model(cfg, vocab_size):
-    """The model described by a `conf/model/*.yaml` config."""
+def build_core(cfg, input_size):
+    """The recurrent core described by a `conf/model/*.yaml` config (batch-first)."""
     size, layers = cfg.state_size, cfg.num_layers
     options = dict(bias=cfg.gate_bias, batch_first=True, dropout=cfg.dropout)
     if cfg.core == "cerebral":
-        core = CerebralLSTM(size, size, layers, **options)
-    elif cfg.post_bias:
-        core = PostBiasLSTM(size, size, layers, **options)
-    else:
-        core = nn.LSTM(size, size, layers, **options)
-    model = CharRNN(vocab_size, core)
+        return CerebralLSTM(input_size, size, layers, **options)
+    if cfg.core == "cerebral_printed":
+        return CerebralLSTMPrinted(input_size, size, layers, **options)
+    if cfg.core == "novo":
+        return NovoLSTM(input_size, size, layers, **options)
+    if cfg.post_bias:
+        return PostBiasLSTM(input_size, size, layers, **options)
+    return nn.LSTM(input_size, size, layers, **options)
+
+
+def init_model_(model, cfg):
+    """The configured initialisation; with `tie_init`, the Cerebral lower path then copies the upper."""
     if cfg.init == "tf_xavier":
         tf_xavier_init_(model, cfg.xavier_stack)
+    if cfg.tie_init:
+        model.core.tie_paths_()
     return model
+
+
+def build_model(cfg, vocab_size):
+    """The character model described by a `conf/model/*.yaml` config."""
+    return init_model_(CharRNN(vocab_size, build_core(cfg, cfg.state_size)), cfg)
+
+
+def parameter_count(model):
+    return sum(p.numel() for p in model.parameters())

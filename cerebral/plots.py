@@ -1,4 +1,7 @@
-"""The paper's comparison figures (Figs. 12-14) and an overview, ours solid, published dashed."""
+"""The paper's comparison figures (Figs. 12-14) and an overview, ours solid, published dashed;
+with several seeds ours is the mean with the seeds' min-max range as a band. A runs folder with
+models beyond the paper's three (a study) also gets a figure of all its models, and one of their
+held-out loss when the runs hold some out."""
 
 from pathlib import Path
 
@@ -6,7 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from cerebral.atomic import atomic_path
-from cerebral.curves import COLORS, LABELS, MODELS
+from cerebral.curves import MODELS, band, color, label, mean_curve
 
 FIGURES = {
     "fig12_single_vs_stacked": ("Fig. 12: single vs two-stacked LSTM", ("single_lstm", "stacked_lstm")),
@@ -14,10 +17,13 @@ FIGURES = {
     "fig14_stacked_vs_cerebral": ("Fig. 14: two-stacked vs Cerebral LSTM", ("stacked_lstm", "cerebral_lstm")),
     "overview": ("All models: ours (solid) and published (dashed)", MODELS),
 }
+EPOCH_AXIS = "epoch (100 steps of 128 sequences)"
 
 
-def draw(title, models, ours, published, logy=False, ours_label="ours"):
-    """One figure of training loss against epoch for `models`; either dict may lack a model."""
+def draw(title, models, ours, published, logy=False, ours_label="ours", bands=None,
+         ylabel="training loss (nats/char)", xlabel=EPOCH_AXIS):
+    """One figure of a loss against epoch for `models`; any of the dicts may lack a model.
+    `bands`: model -> (lowest, highest) per epoch, shaded around our curve."""
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for model in models:
@@ -25,9 +31,12 @@ def draw(title, models, ours, published, logy=False, ours_label="ours"):
             curve = curves.get(model)
             if curve:
                 marker = "o" if len(curve) < 50 else None  # keep a short run visible beside 500 epochs
-                ax.plot(range(len(curve)), curve, style, color=COLORS[model], marker=marker, markersize=3,
-                        linewidth=1.4, label=f"{LABELS[model]} ({source})")
-    ax.set(title=title, xlabel="epoch (100 steps of 128 sequences)", ylabel="training loss (nats/char)")
+                ax.plot(range(len(curve)), curve, style, color=color(model), marker=marker, markersize=3,
+                        linewidth=1.4, label=f"{label(model)} ({source})")
+        if bands and bands.get(model) and ours.get(model):
+            low, high = bands[model]
+            ax.fill_between(range(len(low)), low, high, color=color(model), alpha=0.2, linewidth=0)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     if logy:
         ax.set_yscale("log")
         plain = FuncFormatter(lambda value, _: f"{value:g}")
@@ -39,16 +48,29 @@ def draw(title, models, ours, published, logy=False, ours_label="ours"):
     return fig
 
 
-def write_figures(out_dir, ours, published, logy=False, ours_label="ours"):
-    """Write every figure as PNG and PDF into `out_dir`; return the PNG paths."""
+def save(fig, stem):
+    """PNG and PDF, each written atomically; returns the PNG path."""
+    for suffix in ("png", "pdf"):
+        with atomic_path(stem.with_suffix(f".{suffix}")) as tmp:
+            fig.savefig(tmp, format=suffix, dpi=150, metadata={"CreationDate": None} if suffix == "pdf" else None)
+    return stem.with_suffix(".png")
+
+
+def write_figures(out_dir, runs, published, logy=False, ours_label="ours"):
+    """Write every figure for `runs` (model -> runs) as PNG and PDF into `out_dir`; return the PNGs."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, (title, models) in FIGURES.items():
-        fig = draw(title, models, ours, published, logy, ours_label)
-        stem = out_dir / (f"{name}_log" if logy else name)
-        for suffix in ("png", "pdf"):
-            with atomic_path(stem.with_suffix(f".{suffix}")) as tmp:
-                fig.savefig(tmp, format=suffix, dpi=150, metadata={"CreationDate": None} if suffix == "pdf" else None)
-        paths.append(stem.with_suffix(".png"))
+    suffix = "_log" if logy else ""
+    ours = {m: mean_curve(rs) for m, rs in runs.items()}
+    bands = {m: band(rs) for m, rs in runs.items()}
+    paths = [save(draw(title, models, ours, published, logy, ours_label, bands), out_dir / f"{name}{suffix}")
+             for name, (title, models) in FIGURES.items()]
+    if any(m not in MODELS for m in runs):
+        paths.append(save(draw("Every model of this study", list(runs), ours, {}, logy, ours_label, bands),
+                          out_dir / f"study{suffix}"))
+    held_out = {m: mean_curve(rs, "val_loss") for m, rs in runs.items()}
+    if any(held_out.values()):
+        held_out_bands = {m: band(rs, "val_loss") for m, rs in runs.items()}
+        paths.append(save(draw("Held-out loss (data.val_fraction)", list(runs), held_out, {}, logy, ours_label,
+                               held_out_bands, ylabel="held-out loss (nats/char)"), out_dir / f"held_out{suffix}"))
     return paths

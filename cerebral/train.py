@@ -19,7 +19,6 @@ from pathlib import Path
 
 import hydra
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
@@ -27,7 +26,8 @@ from cerebral import data as chardata
 from cerebral.atomic import atomic_path, write_text_atomic
 from cerebral.config import ConfigError, check_config, config_differences, resolve_device
 from cerebral.losslog import write_losses
-from cerebral.models import build_model
+from cerebral.models import parameter_count
+from cerebral.tasks import make_task
 
 # Deterministic cuBLAS needs a fixed workspace, set before the first CUDA GEMM of the process.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -36,7 +36,8 @@ CHECKPOINT = "checkpoint.pt"
 # Raised whenever the meaning of saved parameters changes (e.g. the gate order), so that an old
 # checkpoint is refused instead of silently resumed with its weights read the wrong way.
 CHECKPOINT_FORMAT = 2
-METRICS_COLUMNS = ("epoch", "train_loss", "seconds", "chars_per_second")
+METRICS_COLUMNS = ("epoch", "train_loss", "seconds", "chars_per_second")  # then the task's own columns
+# (chars_per_second counts time steps: characters for charlm, pixel rows or words for the classifiers)
 
 
 class TrainingDiverged(RuntimeError):
@@ -71,13 +72,21 @@ class BatchSampler:
 
 
 def make_optimizer(cfg, params):
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr)
     return torch.optim.Adagrad(params, lr=cfg.lr, initial_accumulator_value=cfg.initial_accumulator_value)
 
 
-def train_step(model, optimizer, inputs, targets):
-    """One step from a zero state: mean cross-entropy over every character of the batch."""
-    logits, _ = model(inputs)
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+def make_scheduler(cfg, optimizer):
+    """The learning rate times `lr_decay_factor` every `lr_decay_every` epochs, or None."""
+    if cfg.lr_decay_every is None:
+        return None
+    return torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_decay_every, cfg.lr_decay_factor)
+
+
+def train_step(model, optimizer, loss_fn, *batch):
+    """One optimizer step on the loss `loss_fn(model, *batch)`."""
+    loss = loss_fn(model, *batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -101,12 +110,13 @@ def device_name(device):
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
-def record_session(run_dir, cfg, device):
+def record_session(run_dir, cfg, device, parameters):
     """Save the resolved config, and append this process's device, versions and commit to
-    run.json (one entry per session that trains)."""
+    run.json (one entry per session that trains), with the model's parameter count."""
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)))
     path = run_dir / "run.json"
     record = json.loads(path.read_text()) if path.exists() else {"sessions": []}
+    record["parameters"] = parameters
     record["sessions"].append({
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": device_name(device), "torch": torch.__version__,
@@ -139,8 +149,9 @@ def prepare_run_dir(cfg):
     return run_dir, lock
 
 
-def save_checkpoint(path, model, optimizer, sampler, history, vocab):
+def save_checkpoint(path, model, optimizer, scheduler, sampler, history, vocab):
     state = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict() if scheduler else None,
              "vocab": vocab, "sampler_rng": sampler.generator.get_state(), "torch_rng": torch.get_rng_state(),
              "history": history}
     with atomic_path(path) as tmp:
@@ -157,57 +168,60 @@ def read_checkpoint(path):
     return state
 
 
-def load_checkpoint(path, model, optimizer, sampler):
+def load_checkpoint(path, model, optimizer, scheduler, sampler):
     """Restore everything `save_checkpoint` wrote; return the per-epoch history."""
     state = read_checkpoint(path)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])  # moves its state to the parameters' device
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
     sampler.generator.set_state(state["sampler_rng"])
     torch.set_rng_state(state["torch_rng"])
     return state["history"]
 
 
-def write_outputs(run_dir, history):
+def write_outputs(run_dir, history, columns):
     write_losses(run_dir / "loss.txt", [row["train_loss"] for row in history])
-    lines = [",".join(METRICS_COLUMNS)] + [",".join(repr(row[c]) for c in METRICS_COLUMNS) for row in history]
+    cell = lambda value: "" if value is None else repr(value)  # e.g. a column added after the run began
+    lines = [",".join(columns)] + [",".join(cell(row.get(c)) for c in columns) for row in history]
     write_text_atomic(run_dir / "metrics.csv", "\n".join(lines) + "\n")
 
 
 def train(cfg):
     """Train (or resume, or extend) the run described by `cfg`; return the per-epoch losses."""
     check_config(cfg)
-    data = chardata.load(cfg.data.dir, cfg.data.seq_len)
-    if cfg.train.batch_size > len(data.inputs):
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the "
-                          f"{len(data.inputs)} sequences in the data")
-    run_dir, lock = prepare_run_dir(cfg)  # noqa: F841 (held until this function returns)
     device = resolve_device(cfg.device)
     # Deterministic kernels everywhere (PROTOCOL.md: scatter-add backward drifts otherwise).
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.vocab_size).to(device)
+    task = make_task(cfg)  # loads (and checks) the data, then builds the model from the seed
+    if cfg.train.batch_size > len(task):
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the "
+                          f"{len(task)} training sequences")
+    run_dir, lock = prepare_run_dir(cfg)  # noqa: F841 (held until this function returns)
+    model, task = task.model.to(device), task.to(device)
     optimizer = make_optimizer(cfg.optim, model.parameters())
-    sampler = BatchSampler(len(data.inputs), cfg.train, cfg.seed)
+    scheduler = make_scheduler(cfg.optim, optimizer)
+    sampler = BatchSampler(len(task), cfg.train, cfg.seed)
+    columns = METRICS_COLUMNS + task.columns
     checkpoint = run_dir / CHECKPOINT
-    history = load_checkpoint(checkpoint, model, optimizer, sampler) if checkpoint.exists() else []
-    write_outputs(run_dir, history)
+    history = load_checkpoint(checkpoint, model, optimizer, scheduler, sampler) if checkpoint.exists() else []
+    write_outputs(run_dir, history, columns)
     if len(history) >= cfg.train.epochs:
         print(f"{run_dir}: already trained for {len(history)} epochs (train.epochs={cfg.train.epochs})")
         return [row["train_loss"] for row in history]
 
-    print(f"{cfg.model.name}, seed {cfg.seed}: epochs {len(history)}-{cfg.train.epochs - 1} of "
+    print(f"{cfg.task.name} {cfg.model.name}, seed {cfg.seed}: epochs {len(history)}-{cfg.train.epochs - 1} of "
           f"{sampler.steps} steps x {sampler.batch} sequences on {device_name(device)} -> {run_dir}")
-    record_session(run_dir, cfg, device)
-    inputs, targets = data.inputs.to(device), data.targets.to(device)
-    chars_per_step = sampler.batch * data.inputs.shape[1]
+    record_session(run_dir, cfg, device, parameter_count(model))
+    items_per_step = sampler.batch * task.items_per_step_unit
     bar = tqdm(total=cfg.train.epochs * sampler.steps, initial=len(history) * sampler.steps,
                desc=f"{cfg.model.name} seed {cfg.seed}", unit="step", dynamic_ncols=True)
-    model.train()
     for epoch in range(len(history), cfg.train.epochs):
+        model.train()
         start, total = time.perf_counter(), 0.0
         for step, batch in enumerate(sampler.epoch()):
-            batch = batch.to(device)
-            loss = train_step(model, optimizer, inputs[batch], targets[batch]).item()
+            loss = train_step(model, optimizer, task.loss, batch.to(device)).item()
             if not math.isfinite(loss):
                 bar.close()
                 kept = (f"{checkpoint} keeps the last good state (epoch {len(history) - 1})" if history
@@ -218,12 +232,19 @@ def train(cfg):
             bar.set_postfix(epoch=epoch, loss=f"{total / (step + 1):.4f}", refresh=False)
             bar.update()
         seconds = time.perf_counter() - start
-        history.append({"epoch": epoch, "train_loss": total / sampler.steps, "seconds": seconds,
-                        "chars_per_second": sampler.steps * chars_per_step / seconds})
-        save_checkpoint(checkpoint, model, optimizer, sampler, history, data.vocab)
-        write_outputs(run_dir, history)
+        if scheduler is not None:
+            scheduler.step()
+        model.eval()
+        row = {"epoch": epoch, "train_loss": total / sampler.steps, "seconds": seconds,
+               "chars_per_second": sampler.steps * items_per_step / seconds, **task.evaluate(model)}
+        history.append({c: row.get(c) for c in columns})
+        save_checkpoint(checkpoint, model, optimizer, scheduler, sampler, history, task.vocab)
+        write_outputs(run_dir, history, columns)
     bar.close()
-    print(f"{run_dir}: {len(history)} epochs, final loss {history[-1]['train_loss']:.4f} -> {run_dir / 'loss.txt'}")
+    last = history[-1]
+    extra = ", ".join(f"{c} {last[c]:.4f}" for c in task.columns if last[c] is not None)
+    print(f"{run_dir}: {len(history)} epochs, final loss {last['train_loss']:.4f}{', ' + extra if extra else ''}"
+          f" -> {run_dir / 'metrics.csv'}")
     return [row["train_loss"] for row in history]
 
 

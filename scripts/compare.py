@@ -7,20 +7,34 @@ the runs' own files (loss.txt, config.yaml, run.json, metrics.csv, sample.json) 
 """
 
 import json
+import math
 from datetime import datetime, timezone
-from pathlib import Path
+
+import torch
 
 from cerebral import claims
+from cerebral import data as chardata
 from cerebral.atomic import write_text_atomic
-from cerebral.curves import LABELS, comparison_parser, default_out_dir, load_comparison
+from cerebral.config import complete
+from cerebral.curves import comparison_parser, default_out_dir, label, load_comparison, mean_curve
+from cerebral.models import build_model, parameter_count
 from cerebral.plots import FIGURES
 
 def fmt(value, digits=4):
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def runs_section(runs):
-    lines = ["| model | seed | epochs | device | torch | commit | wall time | key settings |", "|---|---|---|---|---|---|---|---|"]
+def parameters(run, vocab_size):
+    """The run's parameter count: as recorded in run.json, else rebuilt (without memory) from its config."""
+    if run.parameters is None and run.config:
+        with torch.device("meta"):
+            return parameter_count(build_model(complete(run.config).model, vocab_size))
+    return run.parameters
+
+
+def runs_section(runs, counts):
+    lines = ["| model | parameters | seed | epochs | device | torch | commit | wall time | key settings |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for model, model_runs in runs.items():
         for run in model_runs:
             session = (run.record.get("sessions") or [{}])[-1]
@@ -30,7 +44,7 @@ def runs_section(runs):
                         f"init {cfg['model']['init']}") if cfg else "-"
             hours = f"{run.seconds / 3600:.2f} h" if run.seconds is not None else "-"
             commit = (session.get("git_commit") or "-")[:12]
-            lines.append(f"| {model} | {run.seed} | {len(run.losses)} | {session.get('device', '-')} | "
+            lines.append(f"| {model} | {counts[model]:,} | {run.seed} | {len(run.losses)} | {session.get('device', '-')} | "
                          f"{session.get('torch', '-')} | {commit} | {hours} | {settings} |")
     return "\n".join(lines)
 
@@ -52,16 +66,41 @@ def stats_section(stats):
     return ("\n".join(lines) if len(lines) > 2 else "No runs of ours to compare yet."), "\n".join(reach)
 
 
-def report(runs_dir, out_dir, runs, verdicts, stats):
+def held_out(runs):
+    """Per model with held-out loss: its last epoch's mean and range over seeds, and the best epoch."""
+    rows = {}
+    for model, model_runs in runs.items():
+        curve = mean_curve(model_runs, "val_loss")
+        if curve:
+            finals = [r.metric("val_loss")[len(curve) - 1] for r in model_runs]
+            best = min(range(len(curve)), key=curve.__getitem__)
+            rows[model] = {"epochs": len(curve), "seeds": len(model_runs), "final": curve[-1], "final_min": min(finals),
+                           "final_max": max(finals), "final_bpc": curve[-1] / math.log(2), "best_epoch": best,
+                           "best": curve[best], "train_final": mean_curve(model_runs)[len(curve) - 1]}
+    return rows
+
+
+def held_out_section(rows):
+    lines = ["| model | seeds | epochs | held-out loss, last epoch (min-max) | bits/char | training loss, last epoch | "
+             "best held-out (epoch) |", "|---|---|---|---|---|---|---|"]
+    for model, r in rows.items():
+        lines.append(f"| {model} | {r['seeds']} | {r['epochs']} | {r['final']:.4f} ({r['final_min']:.4f}-{r['final_max']:.4f}) "
+                     f"| {r['final_bpc']:.4f} | {r['train_final']:.4f} | {r['best']:.4f} ({r['best_epoch']}) |")
+    return "\n".join(lines)
+
+
+def report(runs_dir, out_dir, runs, verdicts, stats, counts, per_seed):
     distance, reach = stats_section(stats)
-    figures = [f"- [{title}](figures/{name}.png)" for name, (title, _) in FIGURES.items()
+    titles = {**{name: title for name, (title, _) in FIGURES.items()},
+              "study": "Every model of this study", "held_out": "Held-out loss"}
+    figures = [f"- [{title}](figures/{name}.png)" for name, title in titles.items()
                if (out_dir / "figures" / f"{name}.png").exists()]
     samples = []
     for model, model_runs in runs.items():
         for run in model_runs:
             if run.sample:
                 s = run.sample
-                samples.append(f"**{LABELS[model]}**, seed {run.seed} (prime {s['prime']!r}, temperature "
+                samples.append(f"**{label(model)}**, seed {run.seed} (prime {s['prime']!r}, temperature "
                                f"{s['temperature']}, sampling seed {s['seed']}):\n\n```\n{s['text']}\n```")
     rules = "\n".join(f"- {claim}: {rule}" for claim, rule in claims.RULES.items())
     seeds = sorted({r.seed for rs in runs.values() for r in rs})
@@ -69,16 +108,21 @@ def report(runs_dir, out_dir, runs, verdicts, stats):
         "# Cerebral LSTM reproduction: report",
         f"Generated: {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `scripts/compare.py --runs {runs_dir}`",
         "## Our runs",
-        (f"Seeds: {', '.join(map(str, seeds))}. With several seeds, the claims use each model's mean curve.\n\n"
-         + runs_section(runs)) if runs else "None yet: the claims below use the published curves alone.",
+        (f"Seeds: {', '.join(map(str, seeds))}. With several seeds, the claims use each model's mean curve, "
+         "and the last column counts the seeds whose own curves bear the claim out.\n\n"
+         + runs_section(runs, counts)) if runs else "None yet: the claims below use the published curves alone.",
         "## The paper's claims",
-        claims.claims_table(verdicts["published"], verdicts.get("ours")),
+        claims.claims_table(verdicts["published"], verdicts.get("ours"), per_seed),
         f"A verdict needs {claims.PAPER_EPOCHS} epochs of the models it names (C5: the two-stacked curve "
         f"up to {claims.STACKED_EPOCHS}); shorter curves say \"not judgeable yet\". What \"about\" means here:\n\n{rules}",
         "## Distance to the published curves",
         distance,
         "Epochs each curve needs to reach a loss (first epoch at or below it; - : not reached):\n\n" + reach,
     ]
+    rows = held_out(runs)
+    if rows:
+        parts += ["## Held-out loss", "Loss on the held-out block of sequences (`data.val_fraction`), "
+                  "mean over seeds; bits per character = nats / ln 2.\n\n" + held_out_section(rows)]
     if figures:
         parts += ["## Figures", "\n".join(figures)]
     if samples:
@@ -94,15 +138,20 @@ def main(argv=None):
     if ours:
         verdicts["ours"] = claims.judge_all(ours)
     stats = claims.curve_stats(ours, published)
+    per_seed = claims.judge_per_seed(runs) if len({r.seed for rs in runs.values() for r in rs}) > 1 else None
+    vocab_size = len(chardata.load_metadata(chardata.verified_path(args.data, "data/metadata.pkl"))["idx2ch"])
+    counts = {model: parameters(model_runs[0], vocab_size) for model, model_runs in runs.items()}
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = report(args.runs, out_dir, runs, verdicts, stats)
+    text = report(args.runs, out_dir, runs, verdicts, stats, counts, per_seed)
     write_text_atomic(out_dir / "REPORT.md", text)
     data = {"claims": {k: claims.as_json(v) for k, v in verdicts.items()}, "stats": stats,
+            "claims_per_seed": {seed: claims.as_json(v) for seed, v in (per_seed or {}).items()},
+            "parameters": counts, "held_out": held_out(runs),
             "runs": {m: [{"seed": r.seed, "epochs": len(r.losses), "path": str(r.path.relative_to(args.runs))}
                          for r in rs] for m, rs in runs.items()}}
     write_text_atomic(out_dir / "report.json", json.dumps(data, indent=2) + "\n")
-    print(claims.claims_table(verdicts["published"], verdicts.get("ours")))
+    print(claims.claims_table(verdicts["published"], verdicts.get("ours"), per_seed))
     print(f"\nReport: {out_dir / 'REPORT.md'} (numbers: {out_dir / 'report.json'})")
     figures = sorted((out_dir / "figures").glob("*.png"))
     if figures:

@@ -1,7 +1,8 @@
 """The paper's figures from the published curves and our runs: `make figures [RUNS=DIR]`.
 
 Writes Figs. 12-14 and an overview, PNG and PDF, into <out>/figures (`results/figures` for the
-default `results/runs`). Works with the published curves alone, our runs alone, or both.
+default `results/runs`). Works with the published curves alone, our runs alone, or both; with
+several seeds, each model's mean with the seeds' range as a band.
 """
 
 from cerebral.curves import comparison_parser, default_out_dir, load_comparison
@@ -12,10 +13,10 @@ def main(argv=None):
     parser = comparison_parser(__doc__.splitlines()[0])
     parser.add_argument("--logy", action="store_true", help="log-scale loss axis (files end in _log)")
     args = parser.parse_args(argv)
-    published, runs, ours = load_comparison(args.runs, args.data)
+    published, runs, _ = load_comparison(args.runs, args.data)
     seeds = sorted({r.seed for rs in runs.values() for r in rs})
     label = "ours" if len(seeds) <= 1 else f"ours, mean of seeds {','.join(map(str, seeds))}"
-    paths = write_figures((args.out or default_out_dir(args.runs)) / "figures", ours, published, args.logy, label)
+    paths = write_figures((args.out or default_out_dir(args.runs)) / "figures", runs, published, args.logy, label)
     print("Figures (PNG and PDF):\n" + "\n".join(f"  {p}" for p in paths))
 
 

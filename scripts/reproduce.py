@@ -18,6 +18,7 @@ from cerebral.config import check_config, compose, resolve_device
 from cerebral.generate import generate_for_run
 from cerebral.losslog import read_losses
 from cerebral.models import build_model
+from cerebral.tasks import char_lm_loss
 from cerebral.train import USER_ERRORS, make_optimizer, train, train_step
 
 RUNS = [("single_lstm", []), ("stacked_lstm", ["train.epochs=791"]), ("cerebral_lstm", [])]
@@ -32,7 +33,7 @@ def seconds_per_step(cfg, vocab_size, seq_len, repeats=3):
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
-        train_step(model, optimizer, tokens, tokens)
+        train_step(model, optimizer, char_lm_loss, tokens, tokens)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)

@@ -1,0 +1,143 @@
+"""What a run learns, chosen by `task=`: the paper's character model (`charlm`, the default) or
+a sequence classifier (`digits`, `mnist`, `imdb`). A task hands the training loop its model, the
+number of training items, the loss of a batch of them, and the metrics it adds after each epoch;
+the loop, the run directory, resume and seeding are the same for all.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cerebral import data as chardata
+from cerebral import seqdata
+from cerebral.config import ConfigError
+from cerebral.models import build_core, build_model, init_model_
+
+CLASSIFICATION = ("digits", "mnist", "imdb")
+EVAL_BATCH = 1024  # sequences per forward pass when evaluating (no gradients kept)
+
+
+def char_lm_loss(model, inputs, targets):
+    """Mean cross-entropy over every character of the batch, each sequence from a zero state."""
+    logits, _ = model(inputs)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+class CharLM:
+    """Next-character prediction on the Simpsons text (the paper's task). With
+    `data.val_fraction` > 0 the last block of sequences is held out, and every epoch reports its
+    loss and bits per character."""
+
+    columns = ("val_loss", "val_bpc")
+
+    def __init__(self, cfg):
+        data = chardata.load(cfg.data.dir, cfg.data.seq_len)
+        held_out = round(len(data.inputs) * cfg.data.val_fraction)
+        if cfg.data.val_fraction > 0 and held_out == 0:
+            raise ConfigError(f"data.val_fraction={cfg.data.val_fraction} holds out no sequence of "
+                              f"{len(data.inputs)}; use a larger fraction, or 0 for none")
+        kept = len(data.inputs) - held_out
+        self.inputs, self.targets = data.inputs[:kept], data.targets[:kept]
+        self.val_inputs, self.val_targets = data.inputs[kept:], data.targets[kept:]
+        self.vocab = data.vocab
+        self.items_per_step_unit = cfg.data.seq_len  # characters per training sequence
+        self.model = build_model(cfg.model, len(data.vocab))
+
+    def __len__(self):
+        return len(self.inputs)
+
+    def to(self, device):
+        for name in ("inputs", "targets", "val_inputs", "val_targets"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def loss(self, model, batch):
+        return char_lm_loss(model, self.inputs[batch], self.targets[batch])
+
+    @torch.no_grad()
+    def evaluate(self, model):
+        if len(self.val_inputs) == 0:
+            return {}
+        total = 0.0
+        for start in range(0, len(self.val_inputs), EVAL_BATCH):
+            logits, _ = model(self.val_inputs[start:start + EVAL_BATCH])
+            targets = self.val_targets[start:start + EVAL_BATCH]
+            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum").item()
+        loss = total / self.val_targets.numel()
+        return {"val_loss": loss, "val_bpc": loss / math.log(2)}
+
+
+class SequenceClassifier(nn.Module):
+    """Reads a sequence with a recurrent core and classifies it from the last hidden state, as
+    the LSTM tutorial (pixel rows) and the upstream IMDB notebook (embedded words) do."""
+
+    def __init__(self, core, num_classes, vocab_size=None):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, core.input_size, padding_idx=0) if vocab_size else None
+        self.core = core
+        self.head = nn.Linear(core.hidden_size, num_classes)
+
+    def forward(self, x):
+        if self.embedding is not None:
+            x = self.embedding(x)
+        output, _ = self.core(x)
+        return self.head(output[:, -1])
+
+
+class Classification:
+    """Sequence classification: train and test loss and accuracy after every epoch."""
+
+    columns = ("train_accuracy", "test_loss", "test_accuracy")
+
+    def __init__(self, cfg):
+        d, t = cfg.data, cfg.task
+        if t.name == "digits":
+            data = seqdata.load_digits(d.test_fraction, d.split_seed)
+        elif t.name == "mnist":
+            if not d.mnist_dir:
+                raise ConfigError("task=mnist needs the folder of the four MNIST IDX files: data.mnist_dir=DIR")
+            data = seqdata.load_mnist(d.mnist_dir)
+        else:
+            if not d.imdb_csv:
+                raise ConfigError('task=imdb needs the path of "IMDB Dataset.csv": data.imdb_csv=PATH')
+            data = seqdata.load_imdb(d.imdb_csv, d.num_reviews, d.vocab_size, d.seq_len, d.test_fraction, d.split_seed)
+        self.inputs, self.targets = data.train_x, data.train_y
+        self.test_inputs, self.test_targets = data.test_x, data.test_y
+        self.vocab = None
+        self.items_per_step_unit = self.inputs.shape[1]  # time steps per sequence
+        input_size = data.input_size or t.embedding_size
+        core = build_core(cfg.model, input_size)
+        self.model = init_model_(SequenceClassifier(core, data.num_classes, data.vocab_size), cfg.model)
+
+    def __len__(self):
+        return len(self.inputs)
+
+    def to(self, device):
+        for name in ("inputs", "targets", "test_inputs", "test_targets"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def loss(self, model, batch):
+        return F.cross_entropy(model(self.inputs[batch]), self.targets[batch])
+
+    @torch.no_grad()
+    def _loss_and_accuracy(self, model, inputs, targets):
+        loss = correct = 0.0
+        for start in range(0, len(inputs), EVAL_BATCH):
+            logits = model(inputs[start:start + EVAL_BATCH])
+            y = targets[start:start + EVAL_BATCH]
+            loss += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(-1) == y).sum().item()
+        return loss / len(inputs), correct / len(inputs)
+
+    def evaluate(self, model):
+        _, train_accuracy = self._loss_and_accuracy(model, self.inputs, self.targets)
+        test_loss, test_accuracy = self._loss_and_accuracy(model, self.test_inputs, self.test_targets)
+        return {"train_accuracy": train_accuracy, "test_loss": test_loss, "test_accuracy": test_accuracy}
+
+
+def make_task(cfg):
+    """The task `cfg.task.name` names, with its data loaded and its model built (on the CPU)."""
+    return CharLM(cfg) if cfg.task.name == "charlm" else Classification(cfg)
