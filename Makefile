@@ -7,8 +7,12 @@ PY := $(VENV)/bin/python
 MODEL ?= cerebral_lstm
 ARGS ?=
 RUNS ?= results/runs
+EXPERIMENT ?= seeds
+TASK ?= digits
+TASK_MODELS ?= single_lstm,stacked_lstm,cerebral_lstm,novo_lstm
+TASK_SEEDS ?= 0,1,2
 
-.PHONY: setup data train reproduce plan figures compare bench test test-slow clean
+.PHONY: setup data train reproduce plan figures compare study task bench test test-slow clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +45,18 @@ figures: data
 # The paper's claims on the published curves and on the runs in RUNS; REPORT.md beside them.
 compare: data
 	$(PY) scripts/compare.py --runs $(RUNS)
+
+# A study beyond the paper (conf/experiment/): its Hydra sweep, then its figures and report in
+# results/studies/$(EXPERIMENT), e.g. make study EXPERIMENT=seeds ARGS="seed=0,1,2 train.epochs=5"
+study: data
+	$(PY) -m cerebral.train -m experiment=$(EXPERIMENT) $(ARGS)
+	$(MAKE) --no-print-directory figures compare RUNS=results/studies/$(EXPERIMENT)
+
+# Sequence classification (conf/task/): every core and seed on TASK, then the accuracy table and
+# figures in results/tasks/$(TASK), e.g. make task TASK=mnist ARGS="data.mnist_dir=~/mnist"
+task: data
+	$(PY) -m cerebral.train -m task=$(TASK) model=$(TASK_MODELS) seed=$(TASK_SEEDS) $(ARGS)
+	$(MAKE) --no-print-directory figures compare RUNS=results/tasks/$(TASK)
 
 # Training-step speed side by side (stop background training first); BENCH_ARGS=--quick for < 1 minute.
 bench: setup

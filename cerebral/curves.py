@@ -62,6 +62,11 @@ class Run:
         return sum(seconds) if seconds is not None else None
 
     @property
+    def task(self):
+        """The task the run trained on (runs from before tasks existed are charlm)."""
+        return self.config.get("task", {}).get("name", "charlm")
+
+    @property
     def parameters(self):
         """The model's parameter count, as recorded by training (run.json)."""
         return self.record.get("parameters")

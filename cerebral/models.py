@@ -74,11 +74,14 @@ def build_core(cfg, input_size):
 
 
 def init_model_(model, cfg):
-    """The configured initialisation; with `tie_init`, the Cerebral lower path then copies the upper."""
+    """The configured initialisation; with `tie_init`, the Cerebral lower path then copies the
+    upper, and the core runs on its equation-by-equation path: there the two paths stay equal bit
+    for bit, while the fused kernel's vectorised sigmoid may round the two copies of a value apart."""
     if cfg.init == "tf_xavier":
         tf_xavier_init_(model, cfg.xavier_stack)
     if cfg.tie_init:
         model.core.tie_paths_()
+        model.core.fused = False
     return model
 
 

@@ -74,3 +74,19 @@ def write_figures(out_dir, runs, published, logy=False, ours_label="ours"):
         paths.append(save(draw("Held-out loss (data.val_fraction)", list(runs), held_out, {}, logy, ours_label,
                                held_out_bands, ylabel="held-out loss (nats/char)"), out_dir / f"held_out{suffix}"))
     return paths
+
+
+def write_task_figures(out_dir, runs, logy=False):
+    """For classification runs: test accuracy and training loss per epoch, mean with the seeds' band."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    suffix = "_log" if logy else ""
+    paths = []
+    for name, column, title, ylabel in (("test_accuracy", "test_accuracy", "Test accuracy", "test accuracy"),
+                                        ("train_loss", None, "Training loss", "training loss (cross-entropy)")):
+        curves = {m: mean_curve(rs, column) for m, rs in runs.items()}
+        bands = {m: band(rs, column) for m, rs in runs.items()}
+        fig = draw(title, list(runs), curves, {}, logy and column is None, "mean over seeds", bands,
+                   ylabel=ylabel, xlabel="epoch (one pass over the training set)")
+        paths.append(save(fig, out_dir / f"{name}{suffix}"))
+    return paths

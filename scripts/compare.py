@@ -1,5 +1,8 @@
 """The paper's claims on the published curves and on our runs: `make compare [RUNS=DIR]`.
 
+For a folder of classification runs (task=digits|mnist|imdb) it writes their test-accuracy
+comparison instead.
+
 Prints the claims table, and writes REPORT.md and report.json into the output folder (`results/`
 for the default `results/runs`, else the runs folder itself). Everything in the report comes from
 the runs' own files (loss.txt, config.yaml, run.json, metrics.csv, sample.json) except the one
@@ -8,6 +11,7 @@ the runs' own files (loss.txt, config.yaml, run.json, metrics.csv, sample.json) 
 
 import json
 import math
+import sys
 from datetime import datetime, timezone
 
 import torch
@@ -130,10 +134,57 @@ def report(runs_dir, out_dir, runs, verdicts, stats, counts, per_seed):
     return "\n\n".join(parts) + "\n"
 
 
+def accuracy(run):
+    """Last-epoch and best test accuracy of a classification run, with the best epoch."""
+    curve = run.metric("test_accuracy")
+    best = max(range(len(curve)), key=curve.__getitem__)
+    return {"seed": run.seed, "epochs": len(curve), "final": curve[-1], "best": curve[best], "best_epoch": best,
+            "test_loss": run.metric("test_loss")[-1], "seconds": run.seconds}
+
+
+def classification_report(runs_dir, out_dir, runs, task, counts):
+    """REPORT.md text and report.json data for classification runs: test accuracy per core and seed."""
+    results = {model: [accuracy(r) for r in model_runs] for model, model_runs in runs.items()}
+    summary = ["| model | parameters | seeds | test accuracy, last epoch: mean (min-max) | best test accuracy: mean |",
+               "|---|---|---|---|---|"]
+    per_seed = ["| model | seed | epochs | test accuracy, last epoch | best (epoch) | test loss | device | commit | wall time |",
+                "|---|---|---|---|---|---|---|---|---|"]
+    for model, rows in results.items():
+        finals = [r["final"] for r in rows]
+        summary.append(f"| {model} | {counts[model]:,} | {len(rows)} | {sum(finals) / len(finals):.2%} "
+                       f"({min(finals):.2%}-{max(finals):.2%}) | {sum(r['best'] for r in rows) / len(rows):.2%} |")
+        for run, r in zip(runs[model], rows):
+            session = (run.record.get("sessions") or [{}])[-1]
+            per_seed.append(f"| {model} | {r['seed']} | {r['epochs']} | {r['final']:.2%} | {r['best']:.2%} ({r['best_epoch']}) "
+                            f"| {r['test_loss']:.4f} | {session.get('device', '-')} | {(session.get('git_commit') or '-')[:12]} "
+                            f"| {r['seconds']:.0f} s |")
+    figures = [f"- [{title}](figures/{name}.png)" for name, title in
+               (("test_accuracy", "Test accuracy per epoch"), ("train_loss", "Training loss per epoch"))
+               if (out_dir / "figures" / f"{name}.png").exists()]
+    parts = [f"# Sequence classification, task={task}: report",
+             f"Generated: {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `scripts/compare.py --runs {runs_dir}`",
+             "## Test accuracy per core", "\n".join(summary), "## Every run", "\n".join(per_seed)]
+    if figures:
+        parts += ["## Figures", "\n".join(figures)]
+    return "\n\n".join(parts) + "\n", {"task": task, "parameters": counts, "accuracy": results}
+
+
 def main(argv=None):
     args = comparison_parser(__doc__.splitlines()[0]).parse_args(argv)
     out_dir = args.out or default_out_dir(args.runs)
     published, runs, ours = load_comparison(args.runs, args.data)
+    tasks = {run.task for model_runs in runs.values() for run in model_runs}
+    if len(tasks) > 1:
+        sys.exit(f"error: {args.runs} mixes runs of the tasks {sorted(tasks)}; compare each task's folder on its own")
+    if tasks and tasks != {"charlm"}:
+        counts = {model: model_runs[0].parameters for model, model_runs in runs.items()}
+        text, data = classification_report(args.runs, out_dir, runs, tasks.pop(), counts)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out_dir / "REPORT.md", text)
+        write_text_atomic(out_dir / "report.json", json.dumps(data, indent=2) + "\n")
+        print(text.split("## Every run")[0].split("## Test accuracy per core")[1].strip())
+        print(f"\nReport: {out_dir / 'REPORT.md'}")
+        return
     verdicts = {"published": claims.judge_all(published)}
     if ours:
         verdicts["ours"] = claims.judge_all(ours)

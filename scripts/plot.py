@@ -6,7 +6,7 @@ several seeds, each model's mean with the seeds' range as a band.
 """
 
 from cerebral.curves import comparison_parser, default_out_dir, load_comparison
-from cerebral.plots import write_figures
+from cerebral.plots import write_figures, write_task_figures
 
 
 def main(argv=None):
@@ -16,7 +16,11 @@ def main(argv=None):
     published, runs, _ = load_comparison(args.runs, args.data)
     seeds = sorted({r.seed for rs in runs.values() for r in rs})
     label = "ours" if len(seeds) <= 1 else f"ours, mean of seeds {','.join(map(str, seeds))}"
-    paths = write_figures((args.out or default_out_dir(args.runs)) / "figures", runs, published, args.logy, label)
+    out = (args.out or default_out_dir(args.runs)) / "figures"
+    if {run.task for rs in runs.values() for run in rs} - {"charlm"}:
+        paths = write_task_figures(out, runs, args.logy)
+    else:
+        paths = write_figures(out, runs, published, args.logy, label)
     print("Figures (PNG and PDF):\n" + "\n".join(f"  {p}" for p in paths))
 
 

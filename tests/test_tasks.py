@@ -1,0 +1,124 @@
+"""Sequence classification through the one training loop: every core on digits, and MNIST and
+IMDB from files the tests make; the report and figures of a task's runs."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cerebral.config import ConfigError, compose
+from cerebral.curves import find_runs
+from cerebral.data import DataError
+from cerebral.tasks import SequenceClassifier, make_task
+from cerebral.train import train
+from conftest import ROOT
+from test_seqdata import imdb_csv, write_mnist  # noqa: F401 (imdb_csv is a fixture)
+
+CORES = ["single_lstm", "stacked_lstm", "cerebral_lstm", "novo_lstm"]
+
+
+def tiny(out_dir, *extra):
+    return [f"out_dir={out_dir}", "model.state_size=8", "train.epochs=2", "device=cpu", *extra]
+
+
+def metrics(run_dir):
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("model", CORES)
+def test_every_core_learns_digits_read_row_by_row(model, tmp_path):
+    run = tmp_path / "run"
+    losses = train(compose("task=digits", f"model={model}", *tiny(run, "train.epochs=6", "train.batch_size=128", "optim.lr=0.02")))
+    rows = metrics(run)
+    assert [float(r["train_loss"]) for r in rows] == losses
+    assert losses[-1] < losses[0] < 2.5  # from about ln(10) = 2.30 downwards
+    accuracy = [float(r["test_accuracy"]) for r in rows]
+    assert all(0.0 <= a <= 1.0 for a in accuracy) and accuracy[-1] > 0.2  # chance is 0.1
+    assert float(rows[-1]["test_loss"]) > 0 and 0 <= float(rows[-1]["train_accuracy"]) <= 1
+    record = json.loads((run / "run.json").read_text())
+    assert record["parameters"] == sum(p.numel() for p in make_task(compose(
+        "task=digits", f"model={model}", "model.state_size=8")).model.parameters())
+
+
+def test_the_classifier_reads_the_last_hidden_state():
+    torch.manual_seed(0)
+    model = SequenceClassifier(torch.nn.LSTM(3, 4, batch_first=True), num_classes=2)
+    x = torch.randn(5, 6, 3)
+    output, _ = model.core(x)
+    torch.testing.assert_close(model(x), model.head(output[:, -1]))
+    changed = x.clone()
+    changed[:, -1] += 1.0
+    assert not torch.allclose(model(changed), model(x))  # the last step matters
+
+
+def test_a_classification_run_resumes_bit_for_bit(tmp_path):
+    straight = train(compose("task=digits", *tiny(tmp_path / "a", "train.epochs=3")))
+    train(compose("task=digits", *tiny(tmp_path / "b", "train.epochs=1")))
+    resumed = train(compose("task=digits", *tiny(tmp_path / "b", "train.epochs=3")))
+    assert resumed == straight
+    assert metrics(tmp_path / "a")[-1]["test_accuracy"] == metrics(tmp_path / "b")[-1]["test_accuracy"]
+
+
+def test_mnist_from_idx_files_with_the_tutorial_preset(tmp_path):
+    write_mnist(tmp_path / "mnist", n_train=40, n_test=10, rows=5, cols=4)
+    cfg = compose("task=mnist", f"data.mnist_dir={tmp_path / 'mnist'}", *tiny(tmp_path / "run", "train.batch_size=10"))
+    assert cfg.optim.name == "adam" and cfg.optim.lr == 0.01 and cfg.train.epochs == 2
+    train(cfg)
+    rows = metrics(tmp_path / "run")
+    assert len(rows) == 2 and rows[0]["test_accuracy"] != ""
+    assert float(rows[0]["chars_per_second"]) > 0
+
+
+def test_mnist_without_its_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="data.mnist_dir=DIR"):
+        train(compose("task=mnist", *tiny(tmp_path / "run")))
+    with pytest.raises(DataError, match="train-images-idx3-ubyte"):
+        train(compose("task=mnist", f"data.mnist_dir={tmp_path}", *tiny(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()
+
+
+def test_imdb_from_a_csv_batched_with_the_learning_rate_cut_every_two_epochs(imdb_csv, tmp_path):  # noqa: F811
+    cfg = compose("task=imdb", f"data.imdb_csv={imdb_csv}", "data.num_reviews=20", "data.seq_len=6",
+                  *tiny(tmp_path / "run", "train.batch_size=5", "train.epochs=3", "task.embedding_size=4"))
+    assert cfg.optim.lr_decay_every == 2 and cfg.optim.lr_decay_factor == 0.1
+    train(cfg)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.001 * 0.1)  # cut once after 2 epochs
+    assert len(metrics(tmp_path / "run")) == 3
+    assert state["model"]["embedding.weight"].shape == (1001, 4)
+
+
+def test_imdb_with_a_bad_csv_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nhello,positive\n")
+    with pytest.raises(DataError, match="review"):
+        train(compose("task=imdb", f"data.imdb_csv={bad}", *tiny(tmp_path / "run")))
+
+
+def test_a_task_report_compares_test_accuracy_per_core_and_seed(data_dir, tmp_path):
+    runs = tmp_path / "digits"
+    for model in ("single_lstm", "cerebral_lstm"):
+        for seed in (0, 1):
+            train(compose("task=digits", f"model={model}", f"seed={seed}", f"runs_dir={runs}", "model.state_size=8",
+                          "train.epochs=1", "device=cpu"))
+    assert sorted(find_runs(runs)) == ["cerebral_lstm", "single_lstm"]
+    for script in ("plot.py", "compare.py"):
+        done = subprocess.run([sys.executable, f"scripts/{script}", "--runs", str(runs), "--data", str(data_dir)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    report = (runs / "REPORT.md").read_text()
+    assert "task=digits" in report and report.count("| cerebral_lstm | ") == 3  # summary + two seeds
+    data = json.loads((runs / "report.json").read_text())
+    assert [r["seed"] for r in data["accuracy"]["single_lstm"]] == [0, 1]
+    assert data["parameters"]["cerebral_lstm"] > data["parameters"]["single_lstm"]
+    assert (runs / "figures" / "test_accuracy.png").exists()
+
+
+def test_the_character_task_is_unchanged_by_default():
+    cfg = compose()
+    assert cfg.task.name == "charlm" and cfg.optim.name == "adagrad" and cfg.train.epochs == 500
+    assert cfg.out_dir == "results/runs/cerebral_lstm/seed0"
