@@ -14,7 +14,6 @@ from cerebral.models import CEREBRAL_CORES, CORES, INITS
 SAMPLINGS = ("random_batches", "shuffled_pass")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adagrad", "adam")
-TASKS = ("charlm", "digits", "mnist", "imdb")
 
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -61,11 +60,26 @@ def check_config(cfg):
     need(m.init in INITS, "model.init", " or ".join(INITS), "tf_xavier")
     need(_is_int(m.xavier_stack) and m.xavier_stack > 0, "model.xavier_stack", "a positive integer", 4)
     need(_is_number(m.dropout) and 0 <= m.dropout < 1, "model.dropout", "a number in [0, 1)", 0.0)
-    need(cfg.task.name in TASKS, "task.name", " or ".join(TASKS), "charlm")
-    need(_is_int(cfg.data.seq_len) and cfg.data.seq_len > 0, "data.seq_len", "a positive integer", 20)
-    if cfg.task.name == "charlm":
-        need(_is_number(cfg.data.val_fraction) and 0 <= cfg.data.val_fraction < 1, "data.val_fraction",
-             "a number in [0, 1)", 0.1)
+    from cerebral.tasks import TASKS  # here: tasks.py imports this module
+
+    d, task = cfg.data, cfg.task.name
+    need(task in TASKS, "task.name", " or ".join(TASKS), "charlm")
+    need(_is_int(d.seq_len) and d.seq_len > 0, "data.seq_len", "a positive integer", 20)
+    if task == "charlm":
+        need(_is_number(d.val_fraction) and 0 <= d.val_fraction < 1, "data.val_fraction", "a number in [0, 1)", 0.1)
+    if task in ("digits", "imdb"):  # split here; MNIST comes split
+        need(_is_number(d.test_fraction) and 0 < d.test_fraction < 1, "data.test_fraction", "a number in (0, 1)", 0.25)
+        need(_is_int(d.split_seed) and d.split_seed >= 0, "data.split_seed", "a non-negative integer", 0)
+    if task == "mnist":
+        need(isinstance(d.mnist_dir, str) and d.mnist_dir != "", "data.mnist_dir",
+             "the folder of the four MNIST IDX files", "~/mnist")
+    if task == "imdb":
+        need(isinstance(d.imdb_csv, str) and d.imdb_csv != "", "data.imdb_csv",
+             'the path of Kaggle\'s "IMDB Dataset.csv"', "'~/IMDB Dataset.csv'")
+        need(_is_int(cfg.task.embedding_size) and cfg.task.embedding_size > 0, "task.embedding_size",
+             "a positive integer", 64)
+        for key, example in (("num_reviews", 5000), ("vocab_size", 1000)):
+            need(_is_int(d[key]) and d[key] > 0, f"data.{key}", "a positive integer", example)
     need(_is_int(t.epochs) and t.epochs > 0, "train.epochs", "a positive integer", 500)
     need(_is_int(t.batch_size) and t.batch_size > 0, "train.batch_size", "a positive integer", 128)
     need(t.sampling in SAMPLINGS, "train.sampling", " or ".join(SAMPLINGS), "random_batches")

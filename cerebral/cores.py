@@ -1,11 +1,13 @@
 """Recurrent cores with `torch.nn.LSTM`'s interface: the Cerebral LSTM and an LSTM with
-post-activation biases (the two-stacked model of the paper, which `nn.LSTM` cannot express).
+post-activation biases (the two-stacked model of the paper, which `nn.LSTM` cannot express),
+and the studies' variants: the Cerebral cell as printed in the paper, and NovoLSTM.
 
-Both run time-major: per layer, the input projection of all time steps is one GEMM, then one
+All run time-major: per layer, the input projection of all time steps is one GEMM, then one
 recurrent GEMM per step feeds the gate pre-activations to the cell's update equations. The
-default path (`fused=True`) runs each layer as one autograd Function with a hand-written
-backward (`FusedLayer`); `fused=False` runs the equation-by-equation functions below through
-autograd, and is the oracle the fast path is tested against.
+Cerebral and post-bias cores run each layer as one autograd Function with a hand-written
+backward (`FusedLayer`, `fused=True`); `fused=False` runs the equation-by-equation functions
+below through autograd. That path is the oracle the fast one is tested against, and the only
+path of the two variants.
 """
 
 import math
@@ -386,15 +388,14 @@ class NovoLSTM(_GatedRecurrence):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout)
-        for k in range(num_layers):
-            setattr(self, f"norm_weight_l{k}", nn.Parameter(torch.empty(hidden_size)))
-            setattr(self, f"norm_bias_l{k}", nn.Parameter(torch.empty(hidden_size)))
-        self.reset_parameters()
+        for k in range(num_layers):  # LayerNorm starts as the identity
+            setattr(self, f"norm_weight_l{k}", nn.Parameter(torch.ones(hidden_size)))
+            setattr(self, f"norm_bias_l{k}", nn.Parameter(torch.zeros(hidden_size)))
 
     def reset_parameters(self):
         lstm_uniform_(self)
         for name, p in self.named_parameters():
-            if name.startswith("norm_"):  # LayerNorm starts as the identity
+            if name.startswith("norm_"):
                 nn.init.ones_(p) if name.startswith("norm_weight") else nn.init.zeros_(p)
 
     def step(self, gates, cells, layer):

@@ -130,10 +130,19 @@ def comparison_parser(description):
     return parser
 
 
+def run_task(runs):
+    """The one task the runs trained on ("charlm" when there are none)."""
+    return next(iter({run.task for model_runs in runs.values() for run in model_runs}), "charlm")
+
+
 def load_comparison(runs_dir, data_dir):
-    """(published curves, our runs, each model's mean training-loss curve), or exit naming the bad file."""
+    """(published curves, our runs, each model's mean training-loss curve), or exit naming the bad
+    file, or a folder that mixes runs of several tasks."""
     try:
         published, runs = published_curves(data_dir), find_runs(runs_dir)
     except (chardata.DataError, LossFileError) as e:
         sys.exit(f"error: {e}")
+    tasks = {run.task for model_runs in runs.values() for run in model_runs}
+    if len(tasks) > 1:
+        sys.exit(f"error: {runs_dir} mixes runs of the tasks {', '.join(sorted(tasks))}; give each task its own folder")
     return published, runs, {model: mean_curve(model_runs) for model, model_runs in runs.items()}

@@ -15,6 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from cerebral.atomic import write_text_atomic
+from cerebral.config import complete
 from cerebral.models import build_model
 from cerebral.train import CHECKPOINT, read_checkpoint
 
@@ -27,7 +28,9 @@ def load_trained(run_dir, device="cpu"):
     if not (run_dir / CHECKPOINT).exists():
         raise FileNotFoundError(f"{run_dir / CHECKPOINT} does not exist: train the run first "
                                 f"(python -m cerebral.train out_dir={run_dir} ...)")
-    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg = complete(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")))
+    if cfg.task.name != "charlm":
+        raise ValueError(f"{run_dir} is a task={cfg.task.name} classifier; text comes from task=charlm runs")
     state = read_checkpoint(run_dir / CHECKPOINT)
     model = build_model(cfg.model, len(state["vocab"])).to(device)
     model.load_state_dict(state["model"])

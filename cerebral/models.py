@@ -7,6 +7,7 @@ evidence behind each default.
 
 import math
 
+import torch
 from torch import nn
 
 from cerebral.cores import CerebralLSTM, CerebralLSTMPrinted, NovoLSTM, PostBiasLSTM
@@ -79,6 +80,10 @@ def init_model_(model, cfg):
     for bit, while the fused kernel's vectorised sigmoid may round the two copies of a value apart."""
     if cfg.init == "tf_xavier":
         tf_xavier_init_(model, cfg.xavier_stack)
+    embedding = getattr(model, "embedding", None)
+    if embedding is not None and embedding.padding_idx is not None:
+        with torch.no_grad():
+            embedding.weight[embedding.padding_idx] = 0  # padding reads as no input, as nn.Embedding starts it
     if cfg.tie_init:
         model.core.tie_paths_()
         model.core.fused = False

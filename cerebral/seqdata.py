@@ -1,9 +1,9 @@
 """Sequence-classification data: scikit-learn digits, MNIST and the Kaggle IMDB reviews.
 
 Each loader returns a `ClassificationData` ready for a recurrent classifier: images are read
-one pixel row per time step (float32 [N, T, F]); reviews are token ids, left-padded with 0 so
-the last time step is always the review's last word, which is where the classifier reads the
-hidden state. Nothing is downloaded: digits ships inside scikit-learn, MNIST and IMDB are read
+one pixel row per time step (float32 [N, T, F]); reviews are token ids of their first `seq_len`
+known words, left-padded with 0 so that the last time step, where the classifier reads the
+hidden state, holds the last of those words. Nothing is downloaded: digits ships inside scikit-learn, MNIST and IMDB are read
 from files the user names. Every bad input raises `cerebral.data.DataError`.
 """
 
@@ -117,7 +117,7 @@ def load_mnist(mnist_dir):
     Sizes come from the file headers rather than being fixed at 60000 images of 28x28, so any
     IDX set whose train and test images share one shape loads.
     """
-    mnist_dir = Path(mnist_dir)
+    mnist_dir = Path(mnist_dir).expanduser()
     if not mnist_dir.is_dir():
         raise DataError(f"the MNIST folder {mnist_dir} does not exist. Download {', '.join(MNIST_FILES)} "
                         f"from {MNIST_URL} into a folder and pass data.mnist_dir=DIR.")
@@ -171,7 +171,7 @@ def load_imdb(csv_path, num_reviews=5000, vocab_size=1000, seq_len=69, test_frac
     """
     import pandas as pd
 
-    csv_path = Path(csv_path)
+    csv_path = Path(csv_path).expanduser()
     for name, value in (("num_reviews", num_reviews), ("vocab_size", vocab_size), ("seq_len", seq_len)):
         if not isinstance(value, int) or value < 1:
             raise DataError(f"imdb: data.{name} must be a positive integer, got {value!r}")

@@ -15,7 +15,6 @@ from cerebral import seqdata
 from cerebral.config import ConfigError
 from cerebral.models import build_core, build_model, init_model_
 
-CLASSIFICATION = ("digits", "mnist", "imdb")
 EVAL_BATCH = 1024  # sequences per forward pass when evaluating (no gradients kept)
 
 
@@ -96,12 +95,8 @@ class Classification:
         if t.name == "digits":
             data = seqdata.load_digits(d.test_fraction, d.split_seed)
         elif t.name == "mnist":
-            if not d.mnist_dir:
-                raise ConfigError("task=mnist needs the folder of the four MNIST IDX files: data.mnist_dir=DIR")
             data = seqdata.load_mnist(d.mnist_dir)
         else:
-            if not d.imdb_csv:
-                raise ConfigError('task=imdb needs the path of "IMDB Dataset.csv": data.imdb_csv=PATH')
             data = seqdata.load_imdb(d.imdb_csv, d.num_reviews, d.vocab_size, d.seq_len, d.test_fraction, d.split_seed)
         self.inputs, self.targets = data.train_x, data.train_y
         self.test_inputs, self.test_targets = data.test_x, data.test_y
@@ -138,6 +133,9 @@ class Classification:
         return {"train_accuracy": train_accuracy, "test_loss": test_loss, "test_accuracy": test_accuracy}
 
 
+TASKS = {"charlm": CharLM, "digits": Classification, "mnist": Classification, "imdb": Classification}
+
+
 def make_task(cfg):
     """The task `cfg.task.name` names, with its data loaded and its model built (on the CPU)."""
-    return CharLM(cfg) if cfg.task.name == "charlm" else Classification(cfg)
+    return TASKS[cfg.task.name](cfg)

@@ -11,7 +11,6 @@ the runs' own files (loss.txt, config.yaml, run.json, metrics.csv, sample.json) 
 
 import json
 import math
-import sys
 from datetime import datetime, timezone
 
 import torch
@@ -20,12 +19,16 @@ from cerebral import claims
 from cerebral import data as chardata
 from cerebral.atomic import write_text_atomic
 from cerebral.config import complete
-from cerebral.curves import comparison_parser, default_out_dir, label, load_comparison, mean_curve
+from cerebral.curves import comparison_parser, default_out_dir, label, load_comparison, mean_curve, run_task
 from cerebral.models import build_model, parameter_count
 from cerebral.plots import FIGURES
 
 def fmt(value, digits=4):
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def count(n):
+    return "-" if n is None else f"{n:,}"
 
 
 def parameters(run, vocab_size):
@@ -48,7 +51,7 @@ def runs_section(runs, counts):
                         f"init {cfg['model']['init']}") if cfg else "-"
             hours = f"{run.seconds / 3600:.2f} h" if run.seconds is not None else "-"
             commit = (session.get("git_commit") or "-")[:12]
-            lines.append(f"| {model} | {counts[model]:,} | {run.seed} | {len(run.losses)} | {session.get('device', '-')} | "
+            lines.append(f"| {model} | {count(counts[model])} | {run.seed} | {len(run.losses)} | {session.get('device', '-')} | "
                          f"{session.get('torch', '-')} | {commit} | {hours} | {settings} |")
     return "\n".join(lines)
 
@@ -151,13 +154,13 @@ def classification_report(runs_dir, out_dir, runs, task, counts):
                 "|---|---|---|---|---|---|---|---|---|"]
     for model, rows in results.items():
         finals = [r["final"] for r in rows]
-        summary.append(f"| {model} | {counts[model]:,} | {len(rows)} | {sum(finals) / len(finals):.2%} "
+        summary.append(f"| {model} | {count(counts[model])} | {len(rows)} | {sum(finals) / len(finals):.2%} "
                        f"({min(finals):.2%}-{max(finals):.2%}) | {sum(r['best'] for r in rows) / len(rows):.2%} |")
         for run, r in zip(runs[model], rows):
             session = (run.record.get("sessions") or [{}])[-1]
             per_seed.append(f"| {model} | {r['seed']} | {r['epochs']} | {r['final']:.2%} | {r['best']:.2%} ({r['best_epoch']}) "
                             f"| {r['test_loss']:.4f} | {session.get('device', '-')} | {(session.get('git_commit') or '-')[:12]} "
-                            f"| {r['seconds']:.0f} s |")
+                            f"| {fmt(r['seconds'], 0)} s |")
     figures = [f"- [{title}](figures/{name}.png)" for name, title in
                (("test_accuracy", "Test accuracy per epoch"), ("train_loss", "Training loss per epoch"))
                if (out_dir / "figures" / f"{name}.png").exists()]
@@ -173,12 +176,10 @@ def main(argv=None):
     args = comparison_parser(__doc__.splitlines()[0]).parse_args(argv)
     out_dir = args.out or default_out_dir(args.runs)
     published, runs, ours = load_comparison(args.runs, args.data)
-    tasks = {run.task for model_runs in runs.values() for run in model_runs}
-    if len(tasks) > 1:
-        sys.exit(f"error: {args.runs} mixes runs of the tasks {sorted(tasks)}; compare each task's folder on its own")
-    if tasks and tasks != {"charlm"}:
+    task = run_task(runs)
+    if task != "charlm":
         counts = {model: model_runs[0].parameters for model, model_runs in runs.items()}
-        text, data = classification_report(args.runs, out_dir, runs, tasks.pop(), counts)
+        text, data = classification_report(args.runs, out_dir, runs, task, counts)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out_dir / "REPORT.md", text)
         write_text_atomic(out_dir / "report.json", json.dumps(data, indent=2) + "\n")

@@ -5,7 +5,7 @@ default `results/runs`). Works with the published curves alone, our runs alone, 
 several seeds, each model's mean with the seeds' range as a band.
 """
 
-from cerebral.curves import comparison_parser, default_out_dir, load_comparison
+from cerebral.curves import comparison_parser, default_out_dir, load_comparison, run_task
 from cerebral.plots import write_figures, write_task_figures
 
 
@@ -17,7 +17,7 @@ def main(argv=None):
     seeds = sorted({r.seed for rs in runs.values() for r in rs})
     label = "ours" if len(seeds) <= 1 else f"ours, mean of seeds {','.join(map(str, seeds))}"
     out = (args.out or default_out_dir(args.runs)) / "figures"
-    if {run.task for rs in runs.values() for run in rs} - {"charlm"}:
+    if run_task(runs) != "charlm":
         paths = write_task_figures(out, runs, args.logy)
     else:
         paths = write_figures(out, runs, published, args.logy, label)

@@ -37,7 +37,7 @@ def test_held_out_loss_and_bits_per_character_each_epoch(data_dir, tmp_path):
     assert float(rows[1]["val_loss"]) != float(rows[0]["val_loss"])
 
 
-def test_without_a_held_out_block_the_columns_stay_empty_and_training_is_unchanged(data_dir, tmp_path):
+def test_without_a_held_out_block_the_columns_stay_empty_and_with_one_training_sees_less(data_dir, tmp_path):
     plain = train(compose(*tiny_overrides(data_dir, tmp_path / "a")))
     assert all(row["val_loss"] == "" for row in metrics(tmp_path / "a"))
     held_out = train(compose(*tiny_overrides(data_dir, tmp_path / "b", "data.val_fraction=0.5")))

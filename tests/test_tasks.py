@@ -55,10 +55,11 @@ def test_the_classifier_reads_the_last_hidden_state():
     assert not torch.allclose(model(changed), model(x))  # the last step matters
 
 
-def test_a_classification_run_resumes_bit_for_bit(tmp_path):
-    straight = train(compose("task=digits", *tiny(tmp_path / "a", "train.epochs=3")))
-    train(compose("task=digits", *tiny(tmp_path / "b", "train.epochs=1")))
-    resumed = train(compose("task=digits", *tiny(tmp_path / "b", "train.epochs=3")))
+def test_a_classification_run_resumes_bit_for_bit_learning_rate_schedule_included(tmp_path):
+    decay = "optim.lr_decay_every=1"
+    straight = train(compose("task=digits", *tiny(tmp_path / "a", "train.epochs=3", decay)))
+    train(compose("task=digits", *tiny(tmp_path / "b", "train.epochs=1", decay)))
+    resumed = train(compose("task=digits", *tiny(tmp_path / "b", "train.epochs=3", decay)))
     assert resumed == straight
     assert metrics(tmp_path / "a")[-1]["test_accuracy"] == metrics(tmp_path / "b")[-1]["test_accuracy"]
 
@@ -74,7 +75,7 @@ def test_mnist_from_idx_files_with_the_tutorial_preset(tmp_path):
 
 
 def test_mnist_without_its_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match="data.mnist_dir=DIR"):
+    with pytest.raises(ConfigError, match="data.mnist_dir must be the folder"):
         train(compose("task=mnist", *tiny(tmp_path / "run")))
     with pytest.raises(DataError, match="train-images-idx3-ubyte"):
         train(compose("task=mnist", f"data.mnist_dir={tmp_path}", *tiny(tmp_path / "run")))
@@ -90,6 +91,7 @@ def test_imdb_from_a_csv_batched_with_the_learning_rate_cut_every_two_epochs(imd
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.001 * 0.1)  # cut once after 2 epochs
     assert len(metrics(tmp_path / "run")) == 3
     assert state["model"]["embedding.weight"].shape == (1001, 4)
+    assert not state["model"]["embedding.weight"][0].any()  # padding stays a zero input under tf_xavier
 
 
 def test_imdb_with_a_bad_csv_is_a_clear_error(tmp_path):

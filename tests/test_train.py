@@ -1,4 +1,5 @@
 import csv
+import json
 import os
 import re
 import signal
@@ -124,3 +125,31 @@ def test_a_run_directory_in_use_is_refused(data_dir, tmp_path):
         with pytest.raises(ConfigError, match="another process is training in"):
             train(compose(*tiny_overrides(data_dir, run)))
     assert len(train(compose(*tiny_overrides(data_dir, run)))) == 2
+
+
+def test_a_run_saved_before_the_newer_keys_still_resumes_generates_and_reports(data_dir, tmp_path):
+    """config.yaml files written before task, val_fraction, tie_init and lr decay existed."""
+    from cerebral.config import ADDED_KEYS
+    from cerebral.generate import generate_for_run
+
+    runs = tmp_path / "runs"
+    run = runs / "cerebral_lstm" / "seed0"
+    train(compose(*tiny_overrides(data_dir, run, "train.epochs=1")))
+    old = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
+    for key in ADDED_KEYS:
+        group, name = key.split(".")
+        del old[group][name]
+    del old["task"], old["runs_dir"]
+    OmegaConf.save(OmegaConf.create(old), run / "config.yaml")
+    record = json.loads((run / "run.json").read_text())
+    del record["parameters"]
+    (run / "run.json").write_text(json.dumps(record))
+
+    assert len(train(compose(*tiny_overrides(data_dir, run, "train.epochs=2")))) == 2
+    OmegaConf.save(OmegaConf.create(old), run / "config.yaml")  # as an old finished run would keep it
+    assert generate_for_run(run, length=5).startswith("Moe_Szyslak:")
+    done = subprocess.run([sys.executable, "scripts/compare.py", "--runs", str(runs), "--data", str(data_dir)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    parameters = json.loads((runs / "report.json").read_text())["parameters"]["cerebral_lstm"]
+    assert parameters == 89 * 16 * 2 + 89 + 16 * 8 * 16 * 2  # embedding, head, two [8H, H] matrices
