@@ -7,6 +7,7 @@ bit for bit where an uninterrupted run would (on CPU); raising train.epochs exte
 """
 
 import fcntl
+import functools
 import json
 import math
 import os
@@ -93,7 +94,11 @@ def train_step(model, optimizer, loss_fn, *batch):
     return loss.detach()
 
 
+@functools.cache
 def git_commit():
+    """The checkout's commit (with "-dirty" for uncommitted changes outside results/) when this
+    process loaded its code (asked at import, below): a sweep's later runs report the code they
+    ran, not a commit made while they trained."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).parent, timeout=10)
@@ -102,6 +107,9 @@ def git_commit():
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
     except OSError:
         return None
+
+
+git_commit()
 
 
 def device_name(device):
