@@ -134,7 +134,9 @@ def seed_counts(per_seed):
     for claim in CLAIMS:
         holds = [verdicts[claim].holds for verdicts in per_seed.values()]
         text = f"{holds.count(True)}/{len(holds)} seeds"
-        counts[claim] = text + (f" ({holds.count(None)} not judgeable yet)" if None in holds else "")
+        if None in holds:  # say whether the seeds not judgeable yet contradict the claim so far
+            text += f" ({holds.count(False)} fail, {holds.count(None)} not judgeable yet)"
+        counts[claim] = text
     return counts
 
 

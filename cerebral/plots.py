@@ -1,12 +1,12 @@
 """The paper's comparison figures (Figs. 12-14) and an overview, ours solid, published dashed;
-with several seeds ours is the mean with the seeds' min-max range as a band. A runs folder with
-models beyond the paper's three (a study) also gets a figure of all its models, and one of their
-held-out loss when the runs hold some out."""
+with several seeds ours is the mean with the seeds' min-max range as a band. With runs of ours,
+a figure of every model in the folder over our epochs only, and one of their held-out loss when
+the runs hold some out."""
 
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from cerebral.atomic import atomic_path
 from cerebral.curves import MODELS, band, color, label, mean_curve
@@ -37,6 +37,7 @@ def draw(title, models, ours, published, logy=False, ours_label="ours", bands=No
             low, high = bands[model]
             ax.fill_between(range(len(low)), low, high, color=color(model), alpha=0.2, linewidth=0)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if logy:
         ax.set_yscale("log")
         plain = FuncFormatter(lambda value, _: f"{value:g}")
@@ -65,8 +66,10 @@ def write_figures(out_dir, runs, published, logy=False, ours_label="ours"):
     bands = {m: band(rs) for m, rs in runs.items()}
     paths = [save(draw(title, models, ours, published, logy, ours_label, bands), out_dir / f"{name}{suffix}")
              for name, (title, models) in FIGURES.items()]
-    if any(m not in MODELS for m in runs):
-        paths.append(save(draw("Every model of this study", list(runs), ours, {}, logy, ours_label, bands),
+    if runs:  # our epochs only, so that short runs and their bands are readable
+        epochs = max(len(curve) for curve in ours.values())
+        cut = {m: published[m][:epochs] for m in runs if m in published}
+        paths.append(save(draw(f"Our runs, epochs 0-{epochs - 1}", list(runs), ours, cut, logy, ours_label, bands),
                           out_dir / f"study{suffix}"))
     held_out = {m: mean_curve(rs, "val_loss") for m, rs in runs.items()}
     if any(held_out.values()):

@@ -99,7 +99,7 @@ def held_out_section(rows):
 def report(runs_dir, out_dir, runs, verdicts, stats, counts, per_seed):
     distance, reach = stats_section(stats)
     titles = {**{name: title for name, (title, _) in FIGURES.items()},
-              "study": "Every model of this study", "held_out": "Held-out loss"}
+              "study": "Our runs over their own epochs", "held_out": "Held-out loss"}
     figures = [f"- [{title}](figures/{name}.png)" for name, title in titles.items()
                if (out_dir / "figures" / f"{name}.png").exists()]
     samples = []

@@ -103,7 +103,7 @@ def test_claims_are_counted_per_seed():
     assert [per_seed[s]["C1"].holds for s in range(3)] == [True, False, True]
     counts = claims.seed_counts(per_seed)
     assert counts["C1"] == "2/3 seeds"
-    assert counts["C2"] == "0/3 seeds (3 not judgeable yet)"  # no two-stacked curve
+    assert counts["C2"] == "0/3 seeds (0 fail, 3 not judgeable yet)"  # no two-stacked curve
     assert "per seed" in claims.claims_table(claims.judge_all({}), claims.judge_all({}), per_seed)
 
 
