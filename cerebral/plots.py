@@ -85,11 +85,13 @@ def write_task_figures(out_dir, runs, logy=False):
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = "_log" if logy else ""
     paths = []
-    for name, column, title, ylabel in (("test_accuracy", "test_accuracy", "Test accuracy", "test accuracy"),
-                                        ("train_loss", None, "Training loss", "training loss (cross-entropy)")):
+    figures = [("train_loss", None, "Training loss", "training loss (cross-entropy)")]
+    if not logy:  # accuracy has no log view
+        figures.insert(0, ("test_accuracy", "test_accuracy", "Test accuracy", "test accuracy"))
+    for name, column, title, ylabel in figures:
         curves = {m: mean_curve(rs, column) for m, rs in runs.items()}
         bands = {m: band(rs, column) for m, rs in runs.items()}
-        fig = draw(title, list(runs), curves, {}, logy and column is None, "mean over seeds", bands,
+        fig = draw(title, list(runs), curves, {}, logy, "mean over seeds", bands,
                    ylabel=ylabel, xlabel="epoch (one pass over the training set)")
         paths.append(save(fig, out_dir / f"{name}{suffix}"))
     return paths

@@ -7,7 +7,6 @@ bit for bit where an uninterrupted run would (on CPU); raising train.epochs exte
 """
 
 import fcntl
-import functools
 import json
 import math
 import os
@@ -94,11 +93,8 @@ def train_step(model, optimizer, loss_fn, *batch):
     return loss.detach()
 
 
-@functools.cache
 def git_commit():
-    """The checkout's commit (with "-dirty" for uncommitted changes outside results/) when this
-    process loaded its code (asked at import, below): a sweep's later runs report the code they
-    ran, not a commit made while they trained."""
+    """The checkout's commit, with "-dirty" for uncommitted changes outside results/."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).parent, timeout=10)
@@ -109,7 +105,9 @@ def git_commit():
         return None
 
 
-git_commit()
+# Asked once, when this process loads the code: a sweep's later runs report the code they ran,
+# not a commit made while they trained.
+LOADED_COMMIT = git_commit()
 
 
 def device_name(device):
@@ -128,7 +126,7 @@ def record_session(run_dir, cfg, device, parameters):
     record["sessions"].append({
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": device_name(device), "torch": torch.__version__,
-        "python": platform.python_version(), "git_commit": git_commit(),
+        "python": platform.python_version(), "git_commit": LOADED_COMMIT,
         "command": " ".join(sys.argv),
     })
     write_text_atomic(path, json.dumps(record, indent=2) + "\n")
