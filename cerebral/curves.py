@@ -62,6 +62,11 @@ class Run:
         return sum(seconds) if seconds is not None else None
 
     @property
+    def session(self):
+        """The record of the last session that trained the run (device, versions, commit), or {}."""
+        return (self.record.get("sessions") or [{}])[-1]
+
+    @property
     def task(self):
         """The task the run trained on (runs from before tasks existed are charlm)."""
         return self.config.get("task", {}).get("name", "charlm")
@@ -102,23 +107,37 @@ def find_runs(runs_dir):
     return {m: sorted(found[m], key=lambda r: r.seed) for m in order}
 
 
-def mean_curve(runs, column=None):
-    """The per-epoch mean over runs (of loss.txt, or of a metrics.csv column), over the epochs
-    every run has; None when a run lacks the column."""
+def _aligned(runs, column):
+    """Each run's curve (loss.txt, or a metrics.csv column) cut to the epochs every run has, or
+    None when a run lacks the column."""
     curves = [r.losses if column is None else r.metric(column) for r in runs]
     if any(c is None for c in curves):
         return None
     length = min(len(c) for c in curves)
-    return [sum(c[i] for c in curves) / len(curves) for i in range(length)]
+    return [c[:length] for c in curves]
+
+
+def mean_curve(runs, column=None):
+    """The per-epoch mean over runs (of loss.txt, or of a metrics.csv column), over the epochs
+    every run has; None when a run lacks the column."""
+    curves = _aligned(runs, column)
+    return None if curves is None else [sum(values) / len(values) for values in zip(*curves)]
 
 
 def band(runs, column=None):
     """(lowest, highest) per epoch over runs, over the epochs every run has, or None for one run."""
-    curves = [r.losses if column is None else r.metric(column) for r in runs]
-    if len(curves) < 2 or any(c is None for c in curves):
+    curves = _aligned(runs, column)
+    if curves is None or len(curves) < 2:
         return None
-    length = min(len(c) for c in curves)
-    return [min(c[i] for c in curves) for i in range(length)], [max(c[i] for c in curves) for i in range(length)]
+    return [min(values) for values in zip(*curves)], [max(values) for values in zip(*curves)]
+
+
+def run_task(runs):
+    """The one task the runs trained on ("charlm" when there are none); ValueError if they mix tasks."""
+    tasks = {run.task for model_runs in runs.values() for run in model_runs}
+    if len(tasks) > 1:
+        raise ValueError(f"the runs mix the tasks {', '.join(sorted(tasks))}; give each task its own folder")
+    return tasks.pop() if tasks else "charlm"
 
 
 def comparison_parser(description):
@@ -142,7 +161,8 @@ def load_comparison(runs_dir, data_dir):
         published, runs = published_curves(data_dir), find_runs(runs_dir)
     except (chardata.DataError, LossFileError) as e:
         sys.exit(f"error: {e}")
-    tasks = {run.task for model_runs in runs.values() for run in model_runs}
-    if len(tasks) > 1:
-        sys.exit(f"error: {runs_dir} mixes runs of the tasks {', '.join(sorted(tasks))}; give each task its own folder")
+    try:
+        run_task(runs)
+    except ValueError as e:
+        sys.exit(f"error: {runs_dir}: {e}")
     return published, runs, {model: mean_curve(model_runs) for model, model_runs in runs.items()}

@@ -18,17 +18,44 @@ from cerebral.models import build_core, build_model, init_model_
 EVAL_BATCH = 1024  # sequences per forward pass when evaluating (no gradients kept)
 
 
-def char_lm_loss(model, inputs, targets):
-    """Mean cross-entropy over every character of the batch, each sequence from a zero state."""
+def char_lm_loss(model, inputs, targets, reduction="mean"):
+    """Cross-entropy over every character of the batch (mean, or sum), each sequence from a zero state."""
     logits, _ = model(inputs)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction=reduction)
 
 
-class CharLM:
+class _Task:
+    """What every task shares: training tensors `inputs` [N, T, ...] and `targets`, and further
+    tensors named in `tensors` that move to the device with them."""
+
+    tensors = ("inputs", "targets")
+    columns = ()  # the metrics `evaluate` adds to metrics.csv
+    vocab = None  # saved in the checkpoint: the character task's vocabulary
+
+    def __len__(self):
+        return len(self.inputs)
+
+    def to(self, device):
+        for name in self.tensors:
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+
+@torch.no_grad()
+def summed(measure, inputs, targets):
+    """Each of the scalars `measure(inputs, targets)` returns (a tuple), summed over chunks of
+    EVAL_BATCH sequences."""
+    chunks = [measure(inputs[start:start + EVAL_BATCH], targets[start:start + EVAL_BATCH])
+              for start in range(0, len(inputs), EVAL_BATCH)]
+    return [sum(chunk[i].item() for chunk in chunks) for i in range(len(chunks[0]))]
+
+
+class CharLM(_Task):
     """Next-character prediction on the Simpsons text (the paper's task). With
     `data.val_fraction` > 0 the last block of sequences is held out, and every epoch reports its
     loss and bits per character."""
 
+    tensors = ("inputs", "targets", "val_inputs", "val_targets")
     columns = ("val_loss", "val_bpc")
 
     def __init__(self, cfg):
@@ -41,29 +68,15 @@ class CharLM:
         self.inputs, self.targets = data.inputs[:kept], data.targets[:kept]
         self.val_inputs, self.val_targets = data.inputs[kept:], data.targets[kept:]
         self.vocab = data.vocab
-        self.items_per_step_unit = cfg.data.seq_len  # characters per training sequence
         self.model = build_model(cfg.model, len(data.vocab))
-
-    def __len__(self):
-        return len(self.inputs)
-
-    def to(self, device):
-        for name in ("inputs", "targets", "val_inputs", "val_targets"):
-            setattr(self, name, getattr(self, name).to(device))
-        return self
 
     def loss(self, model, batch):
         return char_lm_loss(model, self.inputs[batch], self.targets[batch])
 
-    @torch.no_grad()
     def evaluate(self, model):
         if len(self.val_inputs) == 0:
             return {}
-        total = 0.0
-        for start in range(0, len(self.val_inputs), EVAL_BATCH):
-            logits, _ = model(self.val_inputs[start:start + EVAL_BATCH])
-            targets = self.val_targets[start:start + EVAL_BATCH]
-            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum").item()
+        (total,) = summed(lambda x, y: (char_lm_loss(model, x, y, "sum"),), self.val_inputs, self.val_targets)
         loss = total / self.val_targets.numel()
         return {"val_loss": loss, "val_bpc": loss / math.log(2)}
 
@@ -85,9 +98,10 @@ class SequenceClassifier(nn.Module):
         return self.head(output[:, -1])
 
 
-class Classification:
+class Classification(_Task):
     """Sequence classification: train and test loss and accuracy after every epoch."""
 
+    tensors = ("inputs", "targets", "test_inputs", "test_targets")
     columns = ("train_accuracy", "test_loss", "test_accuracy")
 
     def __init__(self, cfg):
@@ -100,31 +114,18 @@ class Classification:
             data = seqdata.load_imdb(d.imdb_csv, d.num_reviews, d.vocab_size, d.seq_len, d.test_fraction, d.split_seed)
         self.inputs, self.targets = data.train_x, data.train_y
         self.test_inputs, self.test_targets = data.test_x, data.test_y
-        self.vocab = None
-        self.items_per_step_unit = self.inputs.shape[1]  # time steps per sequence
-        input_size = data.input_size or t.embedding_size
-        core = build_core(cfg.model, input_size)
+        core = build_core(cfg.model, data.input_size or t.embedding_size)
         self.model = init_model_(SequenceClassifier(core, data.num_classes, data.vocab_size), cfg.model)
-
-    def __len__(self):
-        return len(self.inputs)
-
-    def to(self, device):
-        for name in ("inputs", "targets", "test_inputs", "test_targets"):
-            setattr(self, name, getattr(self, name).to(device))
-        return self
 
     def loss(self, model, batch):
         return F.cross_entropy(model(self.inputs[batch]), self.targets[batch])
 
-    @torch.no_grad()
-    def _loss_and_accuracy(self, model, inputs, targets):
-        loss = correct = 0.0
-        for start in range(0, len(inputs), EVAL_BATCH):
-            logits = model(inputs[start:start + EVAL_BATCH])
-            y = targets[start:start + EVAL_BATCH]
-            loss += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(-1) == y).sum().item()
+    @staticmethod
+    def _loss_and_accuracy(model, inputs, targets):
+        def measure(x, y):
+            logits = model(x)
+            return F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(-1) == y).sum()
+        loss, correct = summed(measure, inputs, targets)
         return loss / len(inputs), correct / len(inputs)
 
     def evaluate(self, model):

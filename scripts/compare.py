@@ -27,6 +27,17 @@ def fmt(value, digits=4):
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def generated(runs_dir):
+    """The report's one line that is not a function of the runs' files."""
+    return f"Generated: {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `scripts/compare.py --runs {runs_dir}`"
+
+
+def figure_links(out_dir, titles):
+    """Markdown links to those of the figures {name: title} that exist in out_dir/figures."""
+    return [f"- [{title}](figures/{name}.png)" for name, title in titles.items()
+            if (out_dir / "figures" / f"{name}.png").exists()]
+
+
 def count(n):
     return "-" if n is None else f"{n:,}"
 
@@ -44,7 +55,7 @@ def runs_section(runs, counts):
              "|---|---|---|---|---|---|---|---|---|"]
     for model, model_runs in runs.items():
         for run in model_runs:
-            session = (run.record.get("sessions") or [{}])[-1]
+            session = run.session
             cfg = run.config
             settings = (f"state {cfg['model']['state_size']}, batch {cfg['train']['batch_size']}, "
                         f"{cfg['train']['steps_per_epoch'] or 'pass'} steps/epoch, lr {cfg['optim']['lr']}, "
@@ -98,10 +109,8 @@ def held_out_section(rows):
 
 def report(runs_dir, out_dir, runs, verdicts, stats, counts, per_seed):
     distance, reach = stats_section(stats)
-    titles = {**{name: title for name, (title, _) in FIGURES.items()},
-              "study": "Our runs over their own epochs", "held_out": "Held-out loss"}
-    figures = [f"- [{title}](figures/{name}.png)" for name, title in titles.items()
-               if (out_dir / "figures" / f"{name}.png").exists()]
+    figures = figure_links(out_dir, {**{name: title for name, (title, _) in FIGURES.items()},
+                                     "study": "Our runs over their own epochs", "held_out": "Held-out loss"})
     samples = []
     for model, model_runs in runs.items():
         for run in model_runs:
@@ -113,7 +122,7 @@ def report(runs_dir, out_dir, runs, verdicts, stats, counts, per_seed):
     seeds = sorted({r.seed for rs in runs.values() for r in rs})
     parts = [
         "# Cerebral LSTM reproduction: report",
-        f"Generated: {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `scripts/compare.py --runs {runs_dir}`",
+        generated(runs_dir),
         "## Our runs",
         (f"Seeds: {', '.join(map(str, seeds))}. With several seeds, the claims use each model's mean curve, "
          "and the last column counts the seeds whose own curves bear the claim out.\n\n"
@@ -157,35 +166,20 @@ def classification_report(runs_dir, out_dir, runs, task, counts):
         summary.append(f"| {model} | {count(counts[model])} | {len(rows)} | {sum(finals) / len(finals):.2%} "
                        f"({min(finals):.2%}-{max(finals):.2%}) | {sum(r['best'] for r in rows) / len(rows):.2%} |")
         for run, r in zip(runs[model], rows):
-            session = (run.record.get("sessions") or [{}])[-1]
+            session = run.session
             per_seed.append(f"| {model} | {r['seed']} | {r['epochs']} | {r['final']:.2%} | {r['best']:.2%} ({r['best_epoch']}) "
                             f"| {r['test_loss']:.4f} | {session.get('device', '-')} | {(session.get('git_commit') or '-')[:12]} "
                             f"| {fmt(r['seconds'], 0)} s |")
-    figures = [f"- [{title}](figures/{name}.png)" for name, title in
-               (("test_accuracy", "Test accuracy per epoch"), ("train_loss", "Training loss per epoch"))
-               if (out_dir / "figures" / f"{name}.png").exists()]
-    parts = [f"# Sequence classification, task={task}: report",
-             f"Generated: {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `scripts/compare.py --runs {runs_dir}`",
+    figures = figure_links(out_dir, {"test_accuracy": "Test accuracy per epoch", "train_loss": "Training loss per epoch"})
+    parts = [f"# Sequence classification, task={task}: report", generated(runs_dir),
              "## Test accuracy per core", "\n".join(summary), "## Every run", "\n".join(per_seed)]
     if figures:
         parts += ["## Figures", "\n".join(figures)]
-    return "\n\n".join(parts) + "\n", {"task": task, "parameters": counts, "accuracy": results}
+    return "\n\n".join(parts) + "\n", {"task": task, "parameters": counts, "accuracy": results}, "\n".join(summary)
 
 
-def main(argv=None):
-    args = comparison_parser(__doc__.splitlines()[0]).parse_args(argv)
-    out_dir = args.out or default_out_dir(args.runs)
-    published, runs, ours = load_comparison(args.runs, args.data)
-    task = run_task(runs)
-    if task != "charlm":
-        counts = {model: model_runs[0].parameters for model, model_runs in runs.items()}
-        text, data = classification_report(args.runs, out_dir, runs, task, counts)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out_dir / "REPORT.md", text)
-        write_text_atomic(out_dir / "report.json", json.dumps(data, indent=2) + "\n")
-        print(text.split("## Every run")[0].split("## Test accuracy per core")[1].strip())
-        print(f"\nReport: {out_dir / 'REPORT.md'}")
-        return
+def claims_report(args, out_dir, published, runs, ours):
+    """REPORT.md text, report.json data and the claims table for character-model runs."""
     verdicts = {"published": claims.judge_all(published)}
     if ours:
         verdicts["ours"] = claims.judge_all(ours)
@@ -193,17 +187,29 @@ def main(argv=None):
     per_seed = claims.judge_per_seed(runs) if len({r.seed for rs in runs.values() for r in rs}) > 1 else None
     vocab_size = len(chardata.load_metadata(chardata.verified_path(args.data, "data/metadata.pkl"))["idx2ch"])
     counts = {model: parameters(model_runs[0], vocab_size) for model, model_runs in runs.items()}
-
-    out_dir.mkdir(parents=True, exist_ok=True)
     text = report(args.runs, out_dir, runs, verdicts, stats, counts, per_seed)
-    write_text_atomic(out_dir / "REPORT.md", text)
     data = {"claims": {k: claims.as_json(v) for k, v in verdicts.items()}, "stats": stats,
             "claims_per_seed": {seed: claims.as_json(v) for seed, v in (per_seed or {}).items()},
             "parameters": counts, "held_out": held_out(runs),
             "runs": {m: [{"seed": r.seed, "epochs": len(r.losses), "path": str(r.path.relative_to(args.runs))}
                          for r in rs] for m, rs in runs.items()}}
+    return text, data, claims.claims_table(verdicts["published"], verdicts.get("ours"), per_seed)
+
+
+def main(argv=None):
+    args = comparison_parser(__doc__.splitlines()[0]).parse_args(argv)
+    out_dir = args.out or default_out_dir(args.runs)
+    published, runs, ours = load_comparison(args.runs, args.data)
+    task = run_task(runs)
+    if task == "charlm":
+        text, data, table = claims_report(args, out_dir, published, runs, ours)
+    else:
+        counts = {model: model_runs[0].parameters for model, model_runs in runs.items()}
+        text, data, table = classification_report(args.runs, out_dir, runs, task, counts)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "REPORT.md", text)
     write_text_atomic(out_dir / "report.json", json.dumps(data, indent=2) + "\n")
-    print(claims.claims_table(verdicts["published"], verdicts.get("ours"), per_seed))
+    print(table)
     print(f"\nReport: {out_dir / 'REPORT.md'} (numbers: {out_dir / 'report.json'})")
     figures = sorted((out_dir / "figures").glob("*.png"))
     if figures:

@@ -2,6 +2,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from cerebral import data as chardata
 from cerebral.config import compose
@@ -24,6 +25,34 @@ def upstream_layout(data_dir, tmp_path):
         (root / upstream_path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(data_dir / local, root / upstream_path)
     return root
+
+
+@pytest.fixture
+def float64():
+    """float64 as the default dtype for the test (the reference transcriptions compare at 1e-12)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def assert_close_nested(a, b):
+    """Tensors, or nested tuples of them, equal within 1e-12."""
+    if isinstance(a, torch.Tensor):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    else:
+        for x, y in zip(a, b, strict=True):
+            assert_close_nested(x, y)
+
+
+def layer_bias(core, k):
+    """The equations' gate bias of layer k: b_ih + b_hh (None without biases)."""
+    return getattr(core, f"bias_ih_l{k}") + getattr(core, f"bias_hh_l{k}") if core.bias else None
+
+
+def random_cerebral_state(layers, batch, hidden):
+    """A random (h, (c_upper, c_lower))."""
+    return torch.randn(layers, batch, hidden), (torch.randn(layers, batch, hidden), torch.randn(layers, batch, hidden))
 
 
 def tiny_overrides(data_dir, out_dir, *extra):

@@ -6,16 +6,10 @@ from torch import nn
 
 from cerebral import CerebralLSTM, CerebralLSTMCell
 from cerebral.cores import PostBiasLSTM
+from conftest import assert_close_nested, layer_bias, random_cerebral_state
 
+pytestmark = pytest.mark.usefixtures("float64")
 sigma, tanh = torch.sigmoid, torch.tanh
-
-
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
 def readme_cerebral_step(x, h, U_c, L_c, W, b):
@@ -45,10 +39,6 @@ def readme_weights(w_ih, w_hh, bias):
     return W, b
 
 
-def layer_bias(core, k):
-    return getattr(core, f"bias_ih_l{k}") + getattr(core, f"bias_hh_l{k}") if core.bias else None
-
-
 def reference_cerebral(core, x, state):
     """Run the README step over time and layers (time-major input)."""
     h0, (cu0, cl0) = state
@@ -64,18 +54,6 @@ def reference_cerebral(core, x, state):
         x = torch.stack(outputs)
         hs.append(h), cus.append(cu), cls.append(cl)
     return x, (torch.stack(hs), (torch.stack(cus), torch.stack(cls)))
-
-
-def random_state(layers, batch, hidden):
-    return torch.randn(layers, batch, hidden), (torch.randn(layers, batch, hidden), torch.randn(layers, batch, hidden))
-
-
-def assert_close_nested(a, b):
-    if isinstance(a, torch.Tensor):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    else:
-        for x, y in zip(a, b, strict=True):
-            assert_close_nested(x, y)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -110,7 +88,7 @@ def test_cerebral_lstm_matches_the_readme_equations(layers, bias, batch_first, i
     torch.manual_seed(2)
     core = CerebralLSTM(input_size, 6, num_layers=layers, bias=bias, batch_first=batch_first)
     x = torch.randn(4, 3, input_size)  # time-major for the reference
-    state = random_state(layers, 3, 6)
+    state = random_cerebral_state(layers, 3, 6)
     output, final = core(x.transpose(0, 1) if batch_first else x, state)
     expected_output, expected_final = reference_cerebral(core, x, state)
     assert_close_nested(output.transpose(0, 1) if batch_first else output, expected_output)
@@ -125,7 +103,7 @@ def test_cerebral_lstm_zero_state_and_unbatched_input():
     batched_output, (bh, (bcu, bcl)) = core(x.unsqueeze(1))
     assert output.shape == (6, 5) and h.shape == cu.shape == cl.shape == (2, 5)
     assert_close_nested((output, h, cu, cl), (batched_output[:, 0], bh[:, 0], bcu[:, 0], bcl[:, 0]))
-    state = random_state(2, 1, 5)
+    state = random_cerebral_state(2, 1, 5)
     unbatched_state = (state[0][:, 0], (state[1][0][:, 0], state[1][1][:, 0]))
     assert_close_nested(core(x, unbatched_state)[0], core(x.unsqueeze(1), state)[0][:, 0])
 
@@ -134,7 +112,7 @@ def test_cerebral_lstm_gradcheck_through_two_layers_and_the_state():
     torch.manual_seed(4)
     core = CerebralLSTM(3, 2, num_layers=2, batch_first=True)
     x = torch.randn(2, 3, 3, requires_grad=True)
-    h, (cu, cl) = random_state(2, 2, 2)
+    h, (cu, cl) = random_cerebral_state(2, 2, 2)
     inputs = (x, h.requires_grad_(), cu.requires_grad_(), cl.requires_grad_(), *core.parameters())
 
     def run(x, h, cu, cl, *params):

@@ -12,16 +12,9 @@ from cerebral import CerebralLSTM
 from cerebral.config import ConfigError, check_config, compose
 from cerebral.cores import CerebralLSTMPrinted, NovoLSTM
 from cerebral.models import build_model, parameter_count
+from conftest import assert_close_nested, layer_bias, random_cerebral_state
 
 sigma, tanh = torch.sigmoid, torch.tanh
-
-
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
 @pytest.fixture
@@ -31,18 +24,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-def assert_close_nested(a, b):
-    if isinstance(a, torch.Tensor):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    else:
-        for x, y in zip(a, b, strict=True):
-            assert_close_nested(x, y)
-
-
-def layer_bias(core, k):
-    return getattr(core, f"bias_ih_l{k}") + getattr(core, f"bias_hh_l{k}") if core.bias else None
 
 
 def functional(core):
@@ -77,10 +58,6 @@ def reference_printed_cerebral(core, x, state):
         x = torch.stack(outputs)
         hs.append(h), cus.append(U_c), cls.append(L_c)
     return x, (torch.stack(hs), (torch.stack(cus), torch.stack(cls)))
-
-
-def random_cerebral_state(layers, batch, hidden):
-    return torch.randn(layers, batch, hidden), (torch.randn(layers, batch, hidden), torch.randn(layers, batch, hidden))
 
 
 @pytest.mark.parametrize("bias", [True, False])
