@@ -110,10 +110,21 @@ def git_commit():
 LOADED_COMMIT = git_commit()
 
 
+def cpu_model():
+    """The processor's model name (e.g. "AMD EPYC 9R14"): timings and bit patterns depend on it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} CPU"
+
+
 def device_name(device):
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return f"{cpu_model()}, {torch.get_num_threads()} threads"
 
 
 def record_session(run_dir, cfg, device, parameters):
