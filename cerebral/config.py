@@ -10,6 +10,7 @@ from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 
 from cerebral.models import CEREBRAL_CORES, CORES, INITS
+from cerebral.precision import PRECISIONS
 
 SAMPLINGS = ("random_batches", "shuffled_pass")
 DEVICES = ("auto", "cpu", "cuda")
@@ -83,6 +84,7 @@ def check_config(cfg):
     need(_is_int(t.epochs) and t.epochs > 0, "train.epochs", "a positive integer", 500)
     need(_is_int(t.batch_size) and t.batch_size > 0, "train.batch_size", "a positive integer", 128)
     need(t.sampling in SAMPLINGS, "train.sampling", " or ".join(SAMPLINGS), "random_batches")
+    need(t.precision in PRECISIONS, "train.precision", " or ".join(PRECISIONS), "bf16")
     if t.sampling == "shuffled_pass":
         need(t.steps_per_epoch is None, "train.steps_per_epoch",
              "null with train.sampling=shuffled_pass (one pass sets it)", "null")
@@ -116,7 +118,7 @@ def resolve_device(name):
 # Keys added after runs were first saved, with the value that keeps the old behaviour: a saved
 # config without one of them reads as having that value, so older runs still resume.
 ADDED_KEYS = {"task.name": "charlm", "data.val_fraction": 0.0, "model.tie_init": False,
-              "optim.lr_decay_every": None, "optim.lr_decay_factor": 0.1}
+              "optim.lr_decay_every": None, "optim.lr_decay_factor": 0.1, "train.precision": "fp32"}
 
 
 def complete(saved):

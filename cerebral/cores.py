@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from cerebral.precision import gemm_dtype
+
 
 def cerebral_update(gates, upper_c, lower_c):
     """One Cerebral LSTM step from its eight gate pre-activations W . [h(t-1), x(t)] + b.
@@ -85,7 +87,10 @@ def _linear(x, weight, bias=None):
 
 
 def _add_matmul(add, x, weight):
-    """add + x @ weight^T, for a 2-D x."""
+    """add + x @ weight^T, for a 2-D x. With x and weight in a lower precision than add (bf16
+    operands, fp32 add), the product is rounded to theirs and added in add's."""
+    if x.dtype != add.dtype:
+        return torch.add(add, _linear(x, weight))
     if _onednn(x):
         return torch.ops.mkldnn._linear_pointwise.binary(x, add, weight, None, "add")
     return torch.addmm(add, x, weight.t())
@@ -103,12 +108,23 @@ class FusedLayer(torch.autograd.Function):
     covers i, f, o and one tanh covers g, each block holding the P paths. Forward keeps the
     activated gates and tanh(c); backward walks the steps once for the gate gradients and
     computes each weight's gradient as one GEMM over all steps.
+
+    `gemm_dtype` (e.g. bfloat16, from autocast) gives every GEMM operand that dtype, forward and
+    backward; each product is rounded to it and everything else (gates, cell states, h, the
+    gradients returned) stays in the inputs' dtype.
     """
 
     @staticmethod
-    def forward(ctx, x, w_ih, bias, w_hh, h0, c0, bias_cell=None, bias_hidden=None):
+    def forward(ctx, x, w_ih, bias, w_hh, h0, c0, bias_cell=None, bias_hidden=None, gemm_dtype=None):
         steps, batch, gate_width = x.shape[0], x.shape[1], w_ih.shape[0]
-        xz = _linear(x.reshape(steps * batch, -1), w_ih, bias).view(steps, batch, gate_width)
+        if gemm_dtype in (None, x.dtype):
+            x_g, w_ih_g, w_hh_g = x, w_ih, w_hh
+            xz = _linear(x.reshape(steps * batch, -1), w_ih, bias).view(steps, batch, gate_width)
+        else:  # the operands rounded to gemm_dtype, the bias added in full precision
+            x_g, w_ih_g, w_hh_g = x.to(gemm_dtype), w_ih.to(gemm_dtype), w_hh.to(gemm_dtype)
+            xz = _linear(x_g.reshape(steps * batch, -1), w_ih_g).to(x.dtype).view(steps, batch, gate_width)
+            if bias is not None:
+                xz.add_(bias)
         hidden, width = h0.shape[-1], gate_width // 4
         gates = []  # activated i, f, o, g of each step
         cells = xz.new_empty(steps + 1, batch, width)
@@ -117,7 +133,7 @@ class FusedLayer(torch.autograd.Function):
         out = xz.new_empty(steps, batch, hidden)
         h = h0
         for t in range(steps):
-            a = _add_matmul(xz[t], h, w_hh)
+            a = _add_matmul(xz[t], h.to(w_hh_g.dtype), w_hh_g)
             a[:, : 3 * width].sigmoid_()
             a[:, 3 * width :].tanh_()
             gates.append(a)
@@ -131,14 +147,16 @@ class FusedLayer(torch.autograd.Function):
                 h.addcmul_(o[:, p : p + hidden], tanh_c[:, p : p + hidden])
             if bias_hidden is not None:
                 h.add_(bias_hidden)
-        ctx.save_for_backward(x, w_ih, w_hh, h0, out, cells, tanh_cells, *gates)
+        ctx.save_for_backward(x_g, w_ih_g, w_hh_g, h0, out, cells, tanh_cells, *gates)
+        ctx.dtypes = x.dtype, w_ih.dtype
         ctx.biases = bias is not None, bias_cell is not None, bias_hidden is not None
         return out, cells[steps].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out, d_c_last):
-        x, w_ih, w_hh, h0, out, cells, tanh_cells, *gates = ctx.saved_tensors
+        x, w_ih, w_hh, h0, out, cells, tanh_cells, *gates = ctx.saved_tensors  # x, weights in the GEMMs' dtype
+        gemm, (x_dtype, w_dtype) = w_hh.dtype, ctx.dtypes
         steps, (batch, gate_width) = len(gates), gates[0].shape
         hidden, width = h0.shape[-1], gate_width // 4
         paths = width // hidden
@@ -168,14 +186,17 @@ class FusedLayer(torch.autograd.Function):
             torch.ops.aten.sigmoid_backward(d_a[:, : 3 * width], a[:, : 3 * width], grad_input=d_a[:, : 3 * width])
             torch.ops.aten.tanh_backward(d_g, g, grad_input=d_g)
             if t > 0:
-                dh = _add_matmul(d_out[t - 1], d_a, w_hh_t)
+                dh = _add_matmul(d_out[t - 1], d_a.to(gemm), w_hh_t)
             else:
-                dh0 = _linear(d_a, w_hh_t)
+                dh0 = _linear(d_a.to(gemm), w_hh_t).to(h0.dtype)
         d_xz = d_gates.view(-1, gate_width)
-        x_flat, h_prev = x.reshape(steps * batch, -1), torch.cat([h0.unsqueeze(0), out[:-1]]).view(-1, hidden)
-        d_x = _linear(d_xz, w_ih.t().contiguous()).view(x.shape) if ctx.needs_input_grad[0] else None
         d_bias = d_xz.sum(0) if has_bias else None
-        return d_x, d_xz.t() @ x_flat, d_bias, d_xz.t() @ h_prev, dh0, dc, d_bias_cell, d_bias_hidden
+        d_xz = d_xz.to(gemm)
+        x_flat = x.reshape(steps * batch, -1)
+        h_prev = torch.cat([h0.unsqueeze(0), out[:-1]]).view(-1, hidden).to(gemm)
+        d_x = _linear(d_xz, w_ih.t().contiguous()).view(x.shape).to(x_dtype) if ctx.needs_input_grad[0] else None
+        d_w_ih, d_w_hh = (d_xz.t() @ x_flat).to(w_dtype), (d_xz.t() @ h_prev).to(w_dtype)
+        return d_x, d_w_ih, d_bias, d_w_hh, dh0, dc, d_bias_cell, d_bias_hidden, None
 
 
 def lstm_uniform_(module):
@@ -228,9 +249,12 @@ class _GatedRecurrence(nn.Module):
         """Layer k over the time-major input x from state (h, cells): (output, h, cells)."""
         w_ih, w_hh, bias = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"), self._layer_bias(k)
         if self.fused:
-            output, c = FusedLayer.apply(x, w_ih, bias, w_hh, h, torch.cat(cells, dim=-1), *self._post_biases(k))
+            output, c = FusedLayer.apply(x, w_ih, bias, w_hh, h, torch.cat(cells, dim=-1), *self._post_biases(k),
+                                         gemm_dtype(x.device))
             return output, output[-1], c.chunk(self.num_cells, dim=-1)
-        projected = F.linear(x, w_ih, bias)  # every time step in one GEMM
+        # Every time step in one GEMM. Under bf16 autocast the products come back in bf16; adding
+        # them to this full-precision projection keeps the gates and the cell update in it.
+        projected = F.linear(x, w_ih, bias).to(x.dtype)
         outputs = []
         for x_t in projected.unbind(0):
             h, cells = self.step(x_t + F.linear(h, w_hh), cells, k)

@@ -72,6 +72,11 @@ class Run:
         return self.config.get("task", {}).get("name", "charlm")
 
     @property
+    def precision(self):
+        """The run's train.precision (runs from before the option existed trained in fp32)."""
+        return self.config.get("train", {}).get("precision", "fp32")
+
+    @property
     def parameters(self):
         """The model's parameter count, as recorded by training (run.json)."""
         return self.record.get("parameters")

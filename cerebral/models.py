@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from cerebral.cores import CerebralLSTM, CerebralLSTMPrinted, NovoLSTM, PostBiasLSTM
+from cerebral.precision import full_precision
 
 CORES = ("lstm", "cerebral", "cerebral_printed", "novo")
 CEREBRAL_CORES = ("cerebral", "cerebral_printed")
@@ -29,7 +30,8 @@ class CharRNN(nn.Module):
 
     def forward(self, tokens, state=None):
         output, state = self.core(self.embedding(tokens), state)
-        return self.head(output), state
+        with full_precision(tokens.device):  # fp32 logits (and loss) under bf16 autocast
+            return self.head(output.to(self.head.weight.dtype)), state
 
 
 def tf_xavier_bound(fan_in, fan_out, stacked=1):

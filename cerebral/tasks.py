@@ -14,6 +14,7 @@ from cerebral import data as chardata
 from cerebral import seqdata
 from cerebral.config import ConfigError
 from cerebral.models import build_core, build_model, init_model_
+from cerebral.precision import full_precision
 
 EVAL_BATCH = 1024  # sequences per forward pass when evaluating (no gradients kept)
 
@@ -95,7 +96,8 @@ class SequenceClassifier(nn.Module):
         if self.embedding is not None:
             x = self.embedding(x)
         output, _ = self.core(x)
-        return self.head(output[:, -1])
+        with full_precision(output.device):  # fp32 logits (and loss) under bf16 autocast
+            return self.head(output[:, -1].to(self.head.weight.dtype))
 
 
 class Classification(_Task):

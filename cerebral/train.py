@@ -27,6 +27,7 @@ from cerebral.atomic import atomic_path, write_text_atomic
 from cerebral.config import ConfigError, check_config, config_differences, resolve_device
 from cerebral.losslog import write_losses
 from cerebral.models import parameter_count
+from cerebral.precision import autocast, speed_warning
 from cerebral.tasks import make_task
 
 # Deterministic cuBLAS needs a fixed workspace, set before the first CUDA GEMM of the process.
@@ -84,9 +85,10 @@ def make_scheduler(cfg, optimizer):
     return torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_decay_every, cfg.lr_decay_factor)
 
 
-def train_step(model, optimizer, loss_fn, *batch):
-    """One optimizer step on the loss `loss_fn(model, *batch)`."""
-    loss = loss_fn(model, *batch)
+def train_step(model, optimizer, loss_fn, *batch, precision="fp32"):
+    """One optimizer step on the loss `loss_fn(model, *batch)`, its forward pass at `precision`."""
+    with autocast(precision, next(model.parameters()).device):
+        loss = loss_fn(model, *batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -137,7 +139,7 @@ def record_session(run_dir, cfg, device, parameters):
     record["sessions"].append({
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": device_name(device), "torch": torch.__version__,
-        "python": platform.python_version(), "git_commit": LOADED_COMMIT,
+        "python": platform.python_version(), "git_commit": LOADED_COMMIT, "precision": cfg.train.precision,
         "command": " ".join(sys.argv),
     })
     write_text_atomic(path, json.dumps(record, indent=2) + "\n")
@@ -216,6 +218,9 @@ def train(cfg):
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the "
                           f"{len(task)} training sequences")
     run_dir, lock = prepare_run_dir(cfg)  # noqa: F841 (held until this function returns)
+    warning = speed_warning(cfg.train.precision, device)
+    if warning:
+        print(warning, flush=True)
     model, task = task.model.to(device), task.to(device)
     optimizer = make_optimizer(cfg.optim, model.parameters())
     scheduler = make_scheduler(cfg.optim, optimizer)
@@ -229,7 +234,8 @@ def train(cfg):
         return [row["train_loss"] for row in history]
 
     print(f"{cfg.task.name} {cfg.model.name}, seed {cfg.seed}: epochs {len(history)}-{cfg.train.epochs - 1} of "
-          f"{sampler.steps} steps x {sampler.batch} sequences on {device_name(device)} -> {run_dir}")
+          f"{sampler.steps} steps x {sampler.batch} sequences on {device_name(device)}, {cfg.train.precision} "
+          f"-> {run_dir}")
     record_session(run_dir, cfg, device, parameter_count(model))
     items_per_step = sampler.batch * task.inputs.shape[1]  # time steps: characters, pixel rows or words
     bar = tqdm(total=cfg.train.epochs * sampler.steps, initial=len(history) * sampler.steps,
@@ -238,7 +244,7 @@ def train(cfg):
         model.train()
         start, total = time.perf_counter(), 0.0
         for step, batch in enumerate(sampler.epoch()):
-            loss = train_step(model, optimizer, task.loss, batch.to(device)).item()
+            loss = train_step(model, optimizer, task.loss, batch.to(device), precision=cfg.train.precision).item()
             if not math.isfinite(loss):
                 bar.close()
                 kept = (f"{checkpoint} keeps the last good state (epoch {len(history) - 1})" if history
@@ -252,8 +258,10 @@ def train(cfg):
         if scheduler is not None:
             scheduler.step()
         model.eval()
+        with autocast(cfg.train.precision, device):
+            metrics = task.evaluate(model)
         row = {"epoch": epoch, "train_loss": total / sampler.steps, "seconds": seconds,
-               "chars_per_second": sampler.steps * items_per_step / seconds, **task.evaluate(model)}
+               "chars_per_second": sampler.steps * items_per_step / seconds, **metrics}
         history.append({c: row.get(c) for c in columns})
         save_checkpoint(checkpoint, model, optimizer, scheduler, sampler, history, task.vocab)
         write_outputs(run_dir, history, columns)

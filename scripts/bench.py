@@ -2,7 +2,9 @@
 
 Each entry is the same character model (embedding -> core -> head, Adagrad) with only the core
 swapped: our three paper models, `torch.nn.LSTM` with one and two layers, and the upstream
-`cerebral-lstm` package. Warm-up, then repeats interleaved across entries; median and spread.
+`cerebral-lstm` package; at paper shapes each of ours and `nn.LSTM` also runs in bf16, through the
+training loop's own step (`train_step(..., precision="bf16")`). Warm-up, then repeats interleaved
+across entries; median, minimum and spread, and every ratio from the medians and from the minima.
 Run it on an otherwise idle machine: two processes sharing two cores make every ratio meaningless.
 Writes results/bench.json with the device, versions and the ratios.
 """
@@ -25,6 +27,20 @@ from cerebral.tasks import char_lm_loss
 from cerebral.train import device_name, make_optimizer, train_step
 
 VOCAB = 89
+# ratio name -> (entry, reference entry, target: the entry's step time at most this times the reference's)
+RATIOS = {
+    "cerebral_vs_lstm2": ("cerebral_lstm", "nn.LSTM x2", 1.10),
+    "stacked_vs_lstm2": ("stacked_lstm", "nn.LSTM x2", 1.10),
+    "single_vs_lstm1": ("single_lstm", "nn.LSTM x1", 1.05),
+    "cerebral_bf16_vs_lstm2": ("cerebral_lstm bf16", "nn.LSTM x2", 0.55),
+    "cerebral_bf16_vs_lstm2_bf16": ("cerebral_lstm bf16", "nn.LSTM x2 bf16", 0.85),
+    "stacked_bf16_vs_lstm2": ("stacked_lstm bf16", "nn.LSTM x2", 0.55),
+    "stacked_bf16_vs_lstm2_bf16": ("stacked_lstm bf16", "nn.LSTM x2 bf16", 0.85),
+    "single_bf16_vs_single": ("single_lstm bf16", "single_lstm", 0.70),
+    "lstm2_bf16_vs_lstm2": ("nn.LSTM x2 bf16", "nn.LSTM x2", None),
+    "cerebral_bf16_vs_cerebral": ("cerebral_lstm bf16", "cerebral_lstm", None),
+    "upstream_vs_cerebral": ("upstream", "cerebral_lstm", None),
+}
 
 
 class UpstreamCore(nn.Module):
@@ -80,8 +96,9 @@ def step_flops(model, batch, seq_len):
 class Bench:
     """One entry, ready to step: model, optimizer and a fixed batch on the device."""
 
-    def __init__(self, make, batch, seq_len, device):
+    def __init__(self, make, batch, seq_len, device, precision="fp32"):
         torch.manual_seed(0)
+        self.precision = precision
         self.model = make().to(device)
         self.optimizer = make_optimizer(compose().optim, self.model.parameters())
         self.tokens = torch.randint(0, VOCAB, (batch, seq_len), device=device)
@@ -90,7 +107,7 @@ class Bench:
 
     def step(self):
         start = time.perf_counter()
-        train_step(self.model, self.optimizer, char_lm_loss, self.tokens, self.tokens)
+        train_step(self.model, self.optimizer, char_lm_loss, self.tokens, self.tokens, precision=self.precision)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         self.times.append(time.perf_counter() - start)
@@ -114,8 +131,11 @@ class Bench:
         return peak
 
 
-def run(makers, batch, seq_len, device, warmup, repeats, memory=True):
-    benches = {name: Bench(make, batch, seq_len, device) for name, make in makers.items()}
+def run(makers, batch, seq_len, device, warmup, repeats, memory=True, precisions=("fp32",)):
+    """Rows per entry and precision ("name" for fp32, "name bf16" for bf16)."""
+    benches = {name + ("" if precision == "fp32" else f" {precision}"): Bench(make, batch, seq_len, device, precision)
+               for precision in precisions for name, make in makers.items()
+               if precision == "fp32" or name != "upstream"}  # the upstream package: fp32 only
     for bench in benches.values():
         for _ in range(warmup):
             bench.step()
@@ -133,10 +153,10 @@ def run(makers, batch, seq_len, device, warmup, repeats, memory=True):
 
 
 def table(rows, title):
-    lines = [title, f"{'model':<15}{'ms/step':>9}{'min-max':>15}{'chars/s':>10}{'GFLOP/s':>9}{'peak MiB':>10}"]
+    lines = [title, f"{'model':<20}{'ms/step':>9}{'min-max':>15}{'chars/s':>10}{'GFLOP/s':>9}{'peak MiB':>10}"]
     for name, r in rows.items():
         peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-"
-        lines.append(f"{name:<15}{r['ms_per_step']:>9.1f}{r['ms_min']:>7.1f}-{r['ms_max']:<7.1f}"
+        lines.append(f"{name:<20}{r['ms_per_step']:>9.1f}{r['ms_min']:>7.1f}-{r['ms_max']:<7.1f}"
                      f"{r['chars_per_s']:>10.0f}{r['gflops']:>9.1f}{peak:>10}")
     return "\n".join(lines)
 
@@ -146,22 +166,26 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer repeats and a smaller sweep (under a minute)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--out", type=Path, default=Path("results/bench.json"))
+    parser.add_argument("--repeats", type=int, default=21, help="interleaved repeats of each entry (full run)")
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
-    warmup, repeats = (1, 3) if args.quick else (2, 9)
-    print(f"{device_name(device)}, torch {torch.__version__}; training steps (forward, backward, Adagrad)\n")
+    warmup, repeats = (1, 3) if args.quick else (2, args.repeats)
+    print(f"{device_name(device)}, torch {torch.__version__}; training steps (forward, backward, Adagrad), "
+          f"{repeats} interleaved repeats\n")
 
-    main_rows = run(entries(512), 128, 20, device, warmup, repeats)
+    main_rows = run(entries(512), 128, 20, device, warmup, repeats, precisions=("fp32", "bf16"))
     print(table(main_rows, "Paper shapes: batch 128, 20 characters, state 512"))
-    ms = {name: r["ms_per_step"] for name, r in main_rows.items()}
-    ratios = {"cerebral_vs_lstm2": ms["cerebral_lstm"] / ms["nn.LSTM x2"],
-              "stacked_vs_lstm2": ms["stacked_lstm"] / ms["nn.LSTM x2"],
-              "single_vs_lstm1": ms["single_lstm"] / ms["nn.LSTM x1"],
-              "cerebral_peak_memory_vs_lstm2": main_rows["cerebral_lstm"]["peak_mib"] / main_rows["nn.LSTM x2"]["peak_mib"]}
+    ratios, ratios_min, targets = {}, {}, {}
+    for name, (entry, reference, target) in RATIOS.items():
+        if entry in main_rows and reference in main_rows:
+            ratios[name] = main_rows[entry]["ms_per_step"] / main_rows[reference]["ms_per_step"]
+            ratios_min[name] = main_rows[entry]["ms_min"] / main_rows[reference]["ms_min"]
+            if target is not None:
+                targets[name] = {"target": target, "met": max(ratios[name], ratios_min[name]) <= target}
+    ratios["cerebral_peak_memory_vs_lstm2"] = main_rows["cerebral_lstm"]["peak_mib"] / main_rows["nn.LSTM x2"]["peak_mib"]
     small_batch = {}
-    if "upstream" in ms:
-        ratios["upstream_vs_cerebral"] = ms["upstream"] / ms["cerebral_lstm"]
+    if "upstream" in main_rows:
         for batch in (1, 32):
             makers = {name: make for name, make in entries(512).items() if name in ("cerebral_lstm", "upstream")}
             rows = run(makers, batch, 20, device, warmup, repeats, memory=False)
@@ -169,9 +193,11 @@ def main():
             ratios[f"upstream_vs_cerebral_batch{batch}"] = rows["upstream"]["ms_per_step"] / rows["cerebral_lstm"]["ms_per_step"]
             print("\n" + table(rows, f"Batch {batch}, 20 characters, state 512"))
 
-    print("\nRatios (step time, lower is faster for the first named):")
+    print("\nRatios (step time, lower is faster for the first named), from the medians and from the minima:")
     for name, value in ratios.items():
-        print(f"  {name:<36}{value:6.2f}")
+        goal = targets.get(name)
+        verdict = f"  target <= {goal['target']:.2f}: {'met' if goal['met'] else 'MISSED'}" if goal else ""
+        print(f"  {name:<36}{value:6.2f}{ratios_min.get(name, float('nan')):7.2f}{verdict}")
 
     sizes, lengths = ((128, 256), (20,)) if args.quick else ((128, 256, 512, 1024), (20, 100))
     scaling = []
@@ -190,7 +216,8 @@ def main():
 
     result = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
               "threads": torch.get_num_threads(), "quick": args.quick, "paper_shapes": main_rows,
-              "small_batch": small_batch, "ratios": ratios, "scaling": scaling}
+              "repeats": repeats, "small_batch": small_batch, "ratios": ratios, "ratios_min": ratios_min,
+              "targets": targets, "scaling": scaling}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\n-> {args.out}")

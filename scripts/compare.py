@@ -51,8 +51,8 @@ def parameters(run, vocab_size):
 
 
 def runs_section(runs, counts):
-    lines = ["| model | parameters | seed | epochs | device | torch | commit | wall time | key settings |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | parameters | seed | epochs | device | precision | torch | commit | wall time | key settings |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for model, model_runs in runs.items():
         for run in model_runs:
             session = run.session
@@ -63,7 +63,7 @@ def runs_section(runs, counts):
             hours = f"{run.seconds / 3600:.2f} h" if run.seconds is not None else "-"
             commit = (session.get("git_commit") or "-")[:12]
             lines.append(f"| {model} | {count(counts[model])} | {run.seed} | {len(run.losses)} | {session.get('device', '-')} | "
-                         f"{session.get('torch', '-')} | {commit} | {hours} | {settings} |")
+                         f"{run.precision} | {session.get('torch', '-')} | {commit} | {hours} | {settings} |")
     return "\n".join(lines)
 
 
@@ -151,7 +151,7 @@ def accuracy(run):
     curve = run.metric("test_accuracy")
     best = max(range(len(curve)), key=curve.__getitem__)
     return {"seed": run.seed, "epochs": len(curve), "final": curve[-1], "best": curve[best], "best_epoch": best,
-            "test_loss": run.metric("test_loss")[-1], "seconds": run.seconds}
+            "test_loss": run.metric("test_loss")[-1], "seconds": run.seconds, "precision": run.precision}
 
 
 def classification_report(runs_dir, out_dir, runs, task, counts):
@@ -159,8 +159,8 @@ def classification_report(runs_dir, out_dir, runs, task, counts):
     results = {model: [accuracy(r) for r in model_runs] for model, model_runs in runs.items()}
     summary = ["| model | parameters | seeds | test accuracy, last epoch: mean (min-max) | best test accuracy: mean |",
                "|---|---|---|---|---|"]
-    per_seed = ["| model | seed | epochs | test accuracy, last epoch | best (epoch) | test loss | device | commit | wall time |",
-                "|---|---|---|---|---|---|---|---|---|"]
+    per_seed = ["| model | seed | epochs | test accuracy, last epoch | best (epoch) | test loss | device | precision | commit "
+                "| wall time |", "|---|---|---|---|---|---|---|---|---|---|"]
     for model, rows in results.items():
         finals = [r["final"] for r in rows]
         summary.append(f"| {model} | {count(counts[model])} | {len(rows)} | {sum(finals) / len(finals):.2%} "
@@ -168,7 +168,8 @@ def classification_report(runs_dir, out_dir, runs, task, counts):
         for run, r in zip(runs[model], rows):
             session = run.session
             per_seed.append(f"| {model} | {r['seed']} | {r['epochs']} | {r['final']:.2%} | {r['best']:.2%} ({r['best_epoch']}) "
-                            f"| {r['test_loss']:.4f} | {session.get('device', '-')} | {(session.get('git_commit') or '-')[:12]} "
+                            f"| {r['test_loss']:.4f} | {session.get('device', '-')} | {run.precision} "
+                            f"| {(session.get('git_commit') or '-')[:12]} "
                             f"| {fmt(r['seconds'], 0)} s |")
     figures = figure_links(out_dir, {"test_accuracy": "Test accuracy per epoch", "train_loss": "Training loss per epoch"})
     parts = [f"# Sequence classification, task={task}: report", generated(runs_dir),
@@ -191,7 +192,8 @@ def claims_report(args, out_dir, published, runs, ours):
     data = {"claims": {k: claims.as_json(v) for k, v in verdicts.items()}, "stats": stats,
             "claims_per_seed": {seed: claims.as_json(v) for seed, v in (per_seed or {}).items()},
             "parameters": counts, "held_out": held_out(runs),
-            "runs": {m: [{"seed": r.seed, "epochs": len(r.losses), "path": str(r.path.relative_to(args.runs))}
+            "runs": {m: [{"seed": r.seed, "epochs": len(r.losses), "precision": r.precision,
+                          "path": str(r.path.relative_to(args.runs))}
                          for r in rs] for m, rs in runs.items()}}
     return text, data, claims.claims_table(verdicts["published"], verdicts.get("ours"), per_seed)
 

@@ -19,7 +19,8 @@ from cerebral.generate import generate_for_run
 from cerebral.losslog import read_losses
 from cerebral.models import build_model
 from cerebral.tasks import char_lm_loss
-from cerebral.train import USER_ERRORS, make_optimizer, train, train_step
+from cerebral.precision import speed_warning
+from cerebral.train import USER_ERRORS, device_name, make_optimizer, train, train_step
 
 RUNS = [("single_lstm", []), ("stacked_lstm", ["train.epochs=791"]), ("cerebral_lstm", [])]
 
@@ -33,7 +34,7 @@ def seconds_per_step(cfg, vocab_size, seq_len, repeats=3):
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
-        train_step(model, optimizer, char_lm_loss, tokens, tokens)
+        train_step(model, optimizer, char_lm_loss, tokens, tokens, precision=cfg.train.precision)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
@@ -59,7 +60,11 @@ def main():
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
 
-    print(f"Plan on {resolve_device(configs[0].device)} (step times measured now, {torch.get_num_threads()} threads):")
+    device, precision = resolve_device(configs[0].device), configs[0].train.precision
+    warning = speed_warning(precision, device)
+    if warning:
+        print(warning)
+    print(f"Plan on {device_name(device)}, {precision} (step times measured now):")
     print(f"{'model':<15}{'epochs':>8}{'done':>6}{'steps/epoch':>13}{'s/step':>8}{'estimate':>11}  out_dir")
     total = 0.0
     for cfg in configs:

@@ -133,11 +133,11 @@ def test_the_notebook_runs(tiny_runs, monkeypatch):
     assert any("C5" in o.get("data", {}).get("text/plain", "") for o in outputs)
 
 
-COMMITTED_REPORTS = sorted(p.parent for p in (ROOT / "results").glob("*/REPORT.md"))
+COMMITTED_REPORTS = sorted(p.parent for p in (ROOT / "results").glob("**/REPORT.md"))
 
 
 @pytest.mark.skipif(not COMMITTED_REPORTS, reason="no committed study under results/")
-@pytest.mark.parametrize("study", COMMITTED_REPORTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("study", COMMITTED_REPORTS, ids=lambda p: str(p.relative_to(ROOT / "results")))
 def test_a_committed_report_is_regenerated_from_its_files(study, data_dir, tmp_path):
     """`make compare RUNS=results/<study>` gives the committed REPORT.md, all but the timestamp line."""
     copy = tmp_path / study.name

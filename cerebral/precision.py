@@ -1,0 +1,62 @@
+"""Training precision, `train.precision=fp32|bf16`.
+
+bf16 is mixed precision through `torch.autocast`: matrix products take bfloat16 operands and
+accumulate in fp32, everything else stays fp32 (parameters, optimizer state, gate activations,
+cell states, logits and loss). `nn.LSTM` follows autocast itself; our fused cores read the
+autocast state (`gemm_dtype`) and cast their GEMM operands; the models compute their head and
+loss outside autocast, on fp32 features.
+"""
+
+import time
+
+import torch
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(precision, device):
+    """The context a forward pass runs in at `precision` on `device`."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def full_precision(device):
+    """A context where autocast is off: for the layers whose outputs must stay fp32 (the logits)."""
+    return torch.autocast(torch.device(device).type, enabled=False)
+
+
+def gemm_dtype(device):
+    """The dtype autocast gives matrix products on `device` now, or None when autocast is off."""
+    device_type = torch.device(device).type
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+
+def _fastest(product, repeats=5):
+    product()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bf16_speedup(rows=128, inner=512, cols=4096):
+    """fp32 time / bf16 time of one CPU matrix product at a training step's shape (above 1: bf16
+    is faster). CPUs differ: Zen 4's AVX-512 BF16 doubles the product's rate, while a CPU with
+    no bf16 instructions (or one whose bf16 instructions run no faster than its fp32 ones)
+    pays for the conversions."""
+    a, b = torch.randn(rows, inner), torch.randn(inner, cols)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    return _fastest(lambda: a @ b) / _fastest(lambda: a16 @ b16)
+
+
+def speed_warning(precision, device):
+    """One line warning that bf16 trains slower than fp32 on this CPU, or None."""
+    if precision != "bf16" or torch.device(device).type != "cpu":
+        return None
+    speedup = bf16_speedup()
+    if speedup >= 1.0:
+        return None
+    return (f"warning: train.precision=bf16 will train slower than fp32 on this CPU: its bf16 matrix "
+            f"products measured {1 / speedup:.1f}x slower than fp32 ones (no native bf16 speed-up); "
+            f"train.precision=fp32 is faster here")

@@ -1,0 +1,59 @@
+"""Numerics fingerprint: `python scripts/fingerprint.py [--precision fp32 bf16]`.
+
+Trains each paper model for a few steps at paper size, through the training loop's own pieces
+(config, data, seeding, batch sampler, `train_step`), and prints a digest of the losses and of
+the final parameters. While long runs train, any change under `cerebral/` must leave this output
+unchanged: then the runs' numerics are unchanged and they may resume with the new code.
+Bit patterns depend on the CPU and on the oneDNN kernels it picks, so CI does not run this;
+compare outputs made on the same machine.
+"""
+
+import argparse
+import hashlib
+
+import torch
+
+from cerebral.config import compose
+from cerebral.tasks import make_task
+from cerebral.train import BatchSampler, device_name, make_optimizer, train_step
+
+MODELS = ("single_lstm", "stacked_lstm", "cerebral_lstm")
+
+
+def fingerprint(model_name, steps, precision):
+    """(losses, digest of the losses, digest of the final parameters) after `steps` steps."""
+    cfg = compose(f"model={model_name}", f"train.precision={precision}", "device=cpu")
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(cfg.seed)
+    task = make_task(cfg)
+    model = task.model
+    optimizer = make_optimizer(cfg.optim, model.parameters())
+    sampler = BatchSampler(len(task), cfg.train, cfg.seed)
+    losses = []
+    for step, batch in enumerate(sampler.epoch()):
+        if step == steps:
+            break
+        losses.append(train_step(model, optimizer, task.loss, batch, precision=precision).item())
+    params = hashlib.sha256()
+    for name, p in model.state_dict().items():
+        params.update(name.encode())
+        params.update(p.detach().contiguous().numpy().tobytes())
+    loss_digest = hashlib.sha256(" ".join(map(repr, losses)).encode()).hexdigest()
+    return losses, loss_digest[:16], params.hexdigest()[:16]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    args = parser.parse_args()
+    print(f"{device_name(torch.device('cpu'))}, torch {torch.__version__}, {args.steps} steps at paper size")
+    for precision in args.precision:
+        for name in MODELS:
+            losses, loss_digest, param_digest = fingerprint(name, args.steps, precision)
+            print(f"{precision} {name:<14} losses {loss_digest}  parameters {param_digest}  "
+                  f"last loss {losses[-1]!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""train.precision=bf16: every core within a stated tolerance of fp32 (and not equal to it, so
+bf16 really ran), fp32 logits and loss, bit-exact resume, and the run folder's guard."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from cerebral import precision
+from cerebral.config import ConfigError, compose
+from cerebral.cores import CerebralLSTM, CerebralLSTMPrinted, NovoLSTM, PostBiasLSTM
+from cerebral.models import build_model
+from cerebral.tasks import char_lm_loss
+from cerebral.train import train
+from conftest import ROOT, tiny_overrides
+
+# Largest |bf16 - fp32|, relative to the largest |fp32|, over a 2-layer core at T=20, B=16. One
+# bf16 rounding is 2^-9 = 0.002 relative. The fused cores keep gradients in fp32 between their
+# bf16 GEMMs; through autograd (the equation path, nn.LSTM), autocast rounds the gradient of
+# every product to bf16 as well, so those gradients drift further.
+OUTPUT_TOLERANCE = 0.01
+FUSED_GRADIENT_TOLERANCE = 0.01
+AUTOGRAD_GRADIENT_TOLERANCE = 0.08
+
+CORES = {  # name -> (make, fused path, gradient tolerance)
+    "cerebral fused": (lambda: CerebralLSTM(24, 32, 2, bias=True), True, FUSED_GRADIENT_TOLERANCE),
+    "cerebral equations": (lambda: CerebralLSTM(24, 32, 2, bias=True), False, AUTOGRAD_GRADIENT_TOLERANCE),
+    "post-bias fused": (lambda: PostBiasLSTM(24, 32, 2), True, FUSED_GRADIENT_TOLERANCE),
+    "post-bias equations": (lambda: PostBiasLSTM(24, 32, 2), False, AUTOGRAD_GRADIENT_TOLERANCE),
+    "printed cerebral": (lambda: CerebralLSTMPrinted(24, 32, 2), False, AUTOGRAD_GRADIENT_TOLERANCE),
+    "novo": (lambda: NovoLSTM(24, 32, 2), False, AUTOGRAD_GRADIENT_TOLERANCE),
+    "nn.LSTM": (lambda: nn.LSTM(24, 32, 2), None, AUTOGRAD_GRADIENT_TOLERANCE),
+}
+
+
+def outputs_and_gradients(core, x, mode):
+    core.zero_grad()
+    x.grad = None
+    with precision.autocast(mode, "cpu"):
+        output, _ = core(x)
+    output = output.float()
+    (output * torch.linspace(-1, 1, output.numel()).view_as(output)).sum().backward()
+    return output.detach(), [p.grad.clone() for p in core.parameters()] + [x.grad.clone()]
+
+
+def relative_error(ours, reference):
+    return ((ours - reference).abs().max() / reference.abs().max()).item()
+
+
+@pytest.mark.parametrize("name", CORES)
+def test_bf16_stays_within_tolerance_of_fp32_and_is_not_fp32(name):
+    make, fused, gradient_tolerance = CORES[name]
+    torch.manual_seed(0)
+    core = make()
+    if fused is not None:
+        core.fused = fused
+    with torch.no_grad():  # non-zero biases everywhere, so that their gradients count too
+        for p_name, p in core.named_parameters():
+            if "bias" in p_name:
+                p.uniform_(-0.3, 0.3)
+    x = torch.randn(20, 16, 24, requires_grad=True)
+    out32, grads32 = outputs_and_gradients(core, x, "fp32")
+    out16, grads16 = outputs_and_gradients(core, x, "bf16")
+    assert out16.dtype == torch.float32
+    assert relative_error(out16, out32) < OUTPUT_TOLERANCE
+    assert not torch.equal(out16, out32)  # bf16 really ran
+    for g16, g32 in zip(grads16, grads32, strict=True):
+        assert g16.dtype == g32.dtype == torch.float32
+        assert relative_error(g16, g32) < gradient_tolerance
+        assert not torch.equal(g16, g32)
+
+
+@pytest.mark.parametrize("core_class", [CerebralLSTM, PostBiasLSTM])
+def test_fused_bf16_agrees_with_the_equation_path_in_bf16(core_class):
+    torch.manual_seed(1)
+    core = core_class(24, 32, 2)
+    x = torch.randn(20, 16, 24, requires_grad=True)
+    core.fused = True
+    fused_out, fused_grads = outputs_and_gradients(core, x, "bf16")
+    core.fused = False
+    eq_out, eq_grads = outputs_and_gradients(core, x, "bf16")
+    # The same products, but the equation path's F.linear rounds its bias with them
+    assert relative_error(fused_out, eq_out) < OUTPUT_TOLERANCE
+    for ours, theirs in zip(fused_grads, eq_grads, strict=True):
+        assert relative_error(ours, theirs) < AUTOGRAD_GRADIENT_TOLERANCE
+
+
+@pytest.mark.parametrize("model", ["single_lstm", "stacked_lstm", "cerebral_lstm", "novo_lstm"])
+def test_bf16_logits_and_loss_are_fp32(model):
+    torch.manual_seed(0)
+    net = build_model(compose(f"model={model}", "model.state_size=16").model, 11)
+    tokens = torch.randint(0, 11, (4, 6))
+    with precision.autocast("bf16", "cpu"):
+        logits, _ = net(tokens)
+        loss = char_lm_loss(net, tokens, tokens)
+    assert logits.dtype == torch.float32 and loss.dtype == torch.float32
+    with precision.autocast("fp32", "cpu"):
+        logits32, _ = net(tokens)
+    assert relative_error(logits, logits32) < OUTPUT_TOLERANCE and not torch.equal(logits, logits32)
+
+
+def test_a_bf16_run_resumes_bit_for_bit_and_records_its_precision(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(precision, "bf16_speedup", lambda: 2.0)
+    bf16 = lambda run, *extra: compose(*tiny_overrides(data_dir, tmp_path / run, "train.precision=bf16", *extra))
+    straight = train(bf16("a", "train.epochs=4"))
+    train(bf16("b", "train.epochs=2"))
+    extended = train(bf16("b", "train.epochs=4"))
+    assert extended == straight
+    assert (tmp_path / "a" / "loss.txt").read_bytes() == (tmp_path / "b" / "loss.txt").read_bytes()
+    fp32 = train(compose(*tiny_overrides(data_dir, tmp_path / "c", "train.epochs=4")))
+    assert fp32 != straight and max(abs(a - b) for a, b in zip(fp32, straight)) < 0.01
+    sessions = json.loads((tmp_path / "b" / "run.json").read_text())["sessions"]
+    assert [s["precision"] for s in sessions] == ["bf16", "bf16"]
+
+
+def test_a_run_folder_refuses_another_precision(data_dir, tmp_path):
+    train(compose(*tiny_overrides(data_dir, tmp_path / "run")))
+    with pytest.raises(ConfigError, match="train.precision: 'fp32' -> 'bf16'"):
+        train(compose(*tiny_overrides(data_dir, tmp_path / "run", "train.precision=bf16", "train.epochs=3")))
+
+
+def test_an_unknown_precision_is_refused_before_any_work(data_dir, tmp_path):
+    with pytest.raises(ConfigError, match="train.precision must be fp32 or bf16, got 'fp16'"):
+        train(compose(*tiny_overrides(data_dir, tmp_path / "run", "train.precision=fp16")))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("speedup,warned", [(0.6, True), (2.0, False)])
+def test_bf16_on_a_cpu_where_it_is_slower_warns_in_one_line_then_trains(speedup, warned, data_dir, tmp_path,
+                                                                        monkeypatch, capsys):
+    monkeypatch.setattr(precision, "bf16_speedup", lambda: speedup)
+    train(compose(*tiny_overrides(data_dir, tmp_path / "run", "train.precision=bf16", "train.epochs=1")))
+    out = capsys.readouterr().out
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == int(warned)
+    if warned:
+        assert "1.7x slower" in warnings[0] and out.index("warning:") < out.index("charlm cerebral_lstm")
+    assert (tmp_path / "run" / "loss.txt").exists()
+
+
+def test_no_warning_for_fp32_or_off_the_cpu(monkeypatch):
+    monkeypatch.setattr(precision, "bf16_speedup", lambda: 0.5)
+    assert precision.speed_warning("fp32", "cpu") is None
+    assert precision.speed_warning("bf16", "cuda") is None
+    assert precision.speed_warning("bf16", "cpu").startswith("warning: train.precision=bf16")
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+def test_the_reproduce_plan_times_the_chosen_precision(mode, data_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "scripts/reproduce.py", "--plan-only", f"data.dir={data_dir}", f"runs_dir={tmp_path}",
+         "model.state_size=16", "train.batch_size=8", f"train.precision={mode}", "device=cpu"],
+        capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    plan = next(line for line in result.stdout.splitlines() if line.startswith("Plan on"))
+    assert plan.endswith(f", {mode} (step times measured now):")
