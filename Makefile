@@ -12,7 +12,7 @@ TASK ?= digits
 TASK_MODELS ?= single_lstm,stacked_lstm,cerebral_lstm,novo_lstm
 TASK_SEEDS ?= 0,1,2
 
-.PHONY: setup data train reproduce plan figures compare study task bench test test-slow clean
+.PHONY: setup data train reproduce plan figures compare study task bench gpu-check test test-slow clean
 
 setup: $(VENV)/.installed
 
@@ -61,6 +61,15 @@ task: data
 # Training-step speed side by side (stop background training first); BENCH_ARGS=--quick for < 1 minute.
 bench: setup
 	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+# One prepared check for a CUDA machine (scripts/gpu_check.py): tests that need CUDA, the benchmark with
+# cuDNN rows, 3 epochs of each model in fp32 and bf16. Uses GPU_PYTHON as it is and installs nothing;
+# GPU_ARGS="--device cpu --tiny" runs its CPU form in seconds.
+GPU_PYTHON ?= python3
+DATA_DIR ?= data
+GPU_OUT ?= results/gpu-check
+gpu-check:
+	$(GPU_PYTHON) scripts/gpu_check.py --data $(DATA_DIR) --out $(GPU_OUT) $(GPU_ARGS)
 
 test: data
 	$(PY) -m pytest

@@ -167,6 +167,7 @@ def main():
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--out", type=Path, default=Path("results/bench.json"))
     parser.add_argument("--repeats", type=int, default=21, help="interleaved repeats of each entry (full run)")
+    parser.add_argument("--size", type=int, default=512, help="state size of the main table (the paper's: 512)")
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
@@ -174,8 +175,8 @@ def main():
     print(f"{device_name(device)}, torch {torch.__version__}; training steps (forward, backward, Adagrad), "
           f"{repeats} interleaved repeats\n")
 
-    main_rows = run(entries(512), 128, 20, device, warmup, repeats, precisions=("fp32", "bf16"))
-    print(table(main_rows, "Paper shapes: batch 128, 20 characters, state 512"))
+    main_rows = run(entries(args.size), 128, 20, device, warmup, repeats, precisions=("fp32", "bf16"))
+    print(table(main_rows, f"Paper shapes: batch 128, 20 characters, state {args.size}"))
     ratios, ratios_min, targets = {}, {}, {}
     for name, (entry, reference, target) in RATIOS.items():
         if entry in main_rows and reference in main_rows:
@@ -187,11 +188,11 @@ def main():
     small_batch = {}
     if "upstream" in main_rows:
         for batch in (1, 32):
-            makers = {name: make for name, make in entries(512).items() if name in ("cerebral_lstm", "upstream")}
+            makers = {name: make for name, make in entries(args.size).items() if name in ("cerebral_lstm", "upstream")}
             rows = run(makers, batch, 20, device, warmup, repeats, memory=False)
             small_batch[batch] = rows
             ratios[f"upstream_vs_cerebral_batch{batch}"] = rows["upstream"]["ms_per_step"] / rows["cerebral_lstm"]["ms_per_step"]
-            print("\n" + table(rows, f"Batch {batch}, 20 characters, state 512"))
+            print("\n" + table(rows, f"Batch {batch}, 20 characters, state {args.size}"))
 
     print("\nRatios (step time, lower is faster for the first named), from the medians and from the minima:")
     for name, value in ratios.items():
@@ -200,6 +201,8 @@ def main():
         print(f"  {name:<36}{value:6.2f}{ratios_min.get(name, float('nan')):7.2f}{verdict}")
 
     sizes, lengths = ((128, 256), (20,)) if args.quick else ((128, 256, 512, 1024), (20, 100))
+    if args.size != 512:
+        sizes = (args.size,)
     scaling = []
     print("\nScaling, Cerebral against two-layer nn.LSTM (batch 128):")
     print(f"{'state':>6}{'chars':>7}{'cerebral ms':>13}{'nn.LSTM x2 ms':>15}{'ratio':>7}{'cerebral GFLOP/s':>18}")
@@ -214,7 +217,7 @@ def main():
             print(f"{size:>6}{length:>7}{c['ms_per_step']:>13.1f}{l2['ms_per_step']:>15.1f}"
                   f"{c['ms_per_step'] / l2['ms_per_step']:>7.2f}{c['gflops']:>18.1f}")
 
-    result = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
+    result = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(), "size": args.size,
               "threads": torch.get_num_threads(), "quick": args.quick, "paper_shapes": main_rows,
               "repeats": repeats, "small_batch": small_batch, "ratios": ratios, "ratios_min": ratios_min,
               "targets": targets, "scaling": scaling}

@@ -1,3 +1,4 @@
+import os
 import shutil
 from pathlib import Path
 
@@ -12,9 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def data_dir():
-    """The project's data folder, fetched (from CEREBRAL_DATA_MIRROR or the network) if needed."""
-    chardata.fetch(ROOT / "data", log=lambda message: None)
-    return ROOT / "data"
+    """The project's data folder, fetched (from CEREBRAL_DATA_MIRROR or the network) if needed;
+    CEREBRAL_TEST_DATA names another fetched folder (gpu-check passes its --data)."""
+    folder = Path(os.environ.get("CEREBRAL_TEST_DATA", ROOT / "data"))
+    chardata.fetch(folder, log=lambda message: None)
+    return folder
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """train.precision=bf16: every core within a stated tolerance of fp32 (and not equal to it, so
 bf16 really ran), fp32 logits and loss, bit-exact resume, and the run folder's guard."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -149,7 +150,7 @@ def test_no_warning_for_fp32_or_off_the_cpu(monkeypatch):
 
 
 @pytest.mark.parametrize("mode", ["fp32", "bf16"])
-def test_the_reproduce_plan_times_the_chosen_precision(mode, data_dir, tmp_path):
+def test_the_reproduce_plan_times_the_chosen_precision(mode, data_dir, tmp_path, monkeypatch):
     result = subprocess.run(
         [sys.executable, "scripts/reproduce.py", "--plan-only", f"data.dir={data_dir}", f"runs_dir={tmp_path}",
          "model.state_size=16", "train.batch_size=8", f"train.precision={mode}", "device=cpu"],
@@ -157,3 +158,10 @@ def test_the_reproduce_plan_times_the_chosen_precision(mode, data_dir, tmp_path)
     assert result.returncode == 0, result.stderr
     plan = next(line for line in result.stdout.splitlines() if line.startswith("Plan on"))
     assert plan.endswith(f", {mode} (step times measured now):")
+    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "scripts" / "reproduce.py")
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    timed = []
+    monkeypatch.setattr(reproduce, "train_step", lambda *args, precision: timed.append(precision))
+    reproduce.seconds_per_step(compose("model.state_size=8", f"train.precision={mode}", "device=cpu"), 5, 4)
+    assert timed and set(timed) == {mode}

@@ -1,0 +1,58 @@
+"""Checks that need a CUDA device (`make gpu-check` runs them on a GPU machine; elsewhere they
+are skipped). CEREBRAL_TEST_DEVICE=cpu runs the same checks on the CPU: the CPU form of
+`make gpu-check` does, so that CI exercises them end to end."""
+
+import os
+
+import pytest
+import torch
+
+from cerebral.config import compose
+from cerebral.cores import CerebralLSTM, PostBiasLSTM
+from cerebral.precision import autocast
+from cerebral.train import train
+from conftest import tiny_overrides
+
+DEVICE = os.environ.get("CEREBRAL_TEST_DEVICE", "cuda")
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(),
+                       reason="needs a CUDA device (make gpu-check runs these on a GPU machine)"),
+]
+
+
+def outputs_and_gradients(core, x, precision):
+    core.zero_grad()
+    x.grad = None
+    with autocast(precision, x.device):
+        output, (h, *cells) = core(x)
+    torch.manual_seed(7)
+    weights = torch.randn(output.shape, device=x.device)
+    (weights * output.float()).sum().backward()
+    return [output.detach().float()] + [p.grad.clone() for p in core.parameters()] + [x.grad.clone()]
+
+
+@pytest.mark.parametrize("precision,tolerance", [("fp32", 1e-5), ("bf16", 0.08)])
+@pytest.mark.parametrize("core_class", [CerebralLSTM, PostBiasLSTM])
+def test_fused_path_matches_the_equation_path_on_the_device(core_class, precision, tolerance):
+    torch.manual_seed(0)
+    core = core_class(24, 32, 2).to(DEVICE)
+    x = torch.randn(12, 8, 24, device=DEVICE, requires_grad=True)
+    core.fused = True
+    fused = outputs_and_gradients(core, x, precision)
+    core.fused = False
+    reference = outputs_and_gradients(core, x, precision)
+    for ours, theirs in zip(fused, reference, strict=True):
+        assert ours.device.type == torch.device(DEVICE).type
+        scale = theirs.abs().max().clamp_min(1e-6)
+        assert ((ours - theirs).abs().max() / scale).item() < tolerance
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_run_on_the_device_resumes_bit_for_bit(precision, data_dir, tmp_path):
+    run = lambda name, epochs: train(compose(*tiny_overrides(data_dir, tmp_path / name, f"device={DEVICE}",
+                                                             f"train.precision={precision}", f"train.epochs={epochs}")))
+    straight = run("a", 3)
+    run("b", 2)
+    assert run("b", 3) == straight
+    assert (tmp_path / "a" / "loss.txt").read_bytes() == (tmp_path / "b" / "loss.txt").read_bytes()

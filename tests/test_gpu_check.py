@@ -1,0 +1,50 @@
+"""`make gpu-check`: its CPU form end to end at tiny size, and its one-line refusals."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+def gpu_check_module():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_cpu_form_runs_every_step_end_to_end(data_dir, tmp_path):
+    result = subprocess.run([sys.executable, "scripts/gpu_check.py", "--device", "cpu", "--tiny",
+                             "--data", str(data_dir), "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["tests"]["returncode"] == 0 and summary["tests"]["result"].startswith("6 passed")
+    rows = summary["bench"]["ms_per_step"]
+    assert {"cerebral_lstm", "cerebral_lstm bf16", "nn.LSTM x2", "nn.LSTM x2 bf16"} <= set(rows)
+    assert [(r["model"], r["precision"]) for r in summary["epochs"]] == [
+        (m, p) for p in ("fp32", "bf16") for m in ("single_lstm", "stacked_lstm", "cerebral_lstm")]
+    assert all(len(r["losses"]) == 2 for r in summary["epochs"])
+    assert "| cerebral_lstm | bf16 |" in (tmp_path / "summary.md").read_text()
+
+
+def test_without_cuda_it_says_so_in_one_line(data_dir, tmp_path):
+    pytest.importorskip("torch").cuda.is_available() and pytest.skip("this machine has CUDA")
+    result = subprocess.run([sys.executable, "scripts/gpu_check.py", "--data", str(data_dir), "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0 and "no CUDA device" in result.stderr
+
+
+def test_a_missing_package_is_named_in_one_line(monkeypatch, capsys, tmp_path):
+    module = gpu_check_module()
+    assert module.missing_modules(("json", "no_such_module_xyz")) == ["no_such_module_xyz"]
+    monkeypatch.setattr(module, "NEEDED", ("torch", "no_such_module_xyz"))
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--data", "data", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        module.main()
+    message = str(exit_info.value)
+    assert "lacks no_such_module_xyz" in message and "installs nothing" in message and "\n" not in message
