@@ -12,7 +12,7 @@ TASK ?= digits
 TASK_MODELS ?= single_lstm,stacked_lstm,cerebral_lstm,novo_lstm
 TASK_SEEDS ?= 0,1,2
 
-.PHONY: setup data train reproduce plan figures compare study task bench gpu-check test test-slow clean
+.PHONY: setup data train reproduce plan figures compare study task bench gpu-check lint test test-slow clean
 
 setup: $(VENV)/.installed
 
@@ -71,7 +71,11 @@ GPU_OUT ?= results/gpu-check
 gpu-check:
 	$(GPU_PYTHON) scripts/gpu_check.py --data $(DATA_DIR) --out $(GPU_OUT) $(GPU_ARGS)
 
-test: data
+# ruff (pinned in requirements.txt, rules in pyproject.toml); make test runs it first.
+lint: setup
+	$(PY) -m ruff check .
+
+test: data lint
 	$(PY) -m pytest
 
 # The checks that take minutes at paper size (e.g. the first epochs against the published curves).

@@ -149,7 +149,7 @@ def curve_stats(ours, published):
         row = {"epochs_ours": len(o) if o else 0, "epochs_published": len(p) if p else 0}
         if o and p:
             n = min(len(o), len(p))
-            diffs = [abs(a - b) for a, b in zip(o[:n], p[:n])]
+            diffs = [abs(a - b) for a, b in zip(o[:n], p[:n], strict=True)]
             row.update(common_epochs=n, mean_abs_diff=sum(diffs) / n, max_abs_diff=max(diffs),
                        max_abs_diff_epoch=diffs.index(max(diffs)), final_ratio=o[n - 1] / p[n - 1])
         for name, curve in (("ours", o), ("published", p)):

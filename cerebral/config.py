@@ -9,8 +9,10 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 
+from cerebral.errors import ConfigError
 from cerebral.models import CEREBRAL_CORES, CORES, INITS
 from cerebral.precision import PRECISIONS
+from cerebral.tasks import TASKS
 
 SAMPLINGS = ("random_batches", "shuffled_pass")
 DEVICES = ("auto", "cpu", "cuda")
@@ -26,10 +28,6 @@ def compose(*overrides):
         return hydra_compose("config", overrides=list(overrides))
 
 
-class ConfigError(ValueError):
-    """A config value that cannot be trained with."""
-
-
 def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -38,14 +36,25 @@ def _is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+class Checks:
+    """Collects every invalid value of a config, so that one message lists them all. The tasks
+    check their own keys through it (`Task.check_config`)."""
+
+    is_int, is_number = staticmethod(_is_int), staticmethod(_is_number)
+
+    def __init__(self, cfg):
+        self.cfg, self.problems = cfg, []
+
+    def need(self, ok, key, what, example):
+        if not ok:
+            value = OmegaConf.select(self.cfg, key)
+            self.problems.append(f"{key} must be {what}, got {value!r} (e.g. {key}={example})")
+
+
 def check_config(cfg):
     """Raise ConfigError listing every invalid value in `cfg`."""
-    problems = []
-
-    def need(ok, key, what, example):
-        if not ok:
-            value = OmegaConf.select(cfg, key)
-            problems.append(f"{key} must be {what}, got {value!r} (e.g. {key}={example})")
+    checks = Checks(cfg)
+    need, problems = checks.need, checks.problems
 
     m, t, o = cfg.model, cfg.train, cfg.optim
     need(m.core in CORES, "model.core", " or ".join(CORES), "cerebral")
@@ -61,26 +70,11 @@ def check_config(cfg):
     need(m.init in INITS, "model.init", " or ".join(INITS), "tf_xavier")
     need(_is_int(m.xavier_stack) and m.xavier_stack > 0, "model.xavier_stack", "a positive integer", 4)
     need(_is_number(m.dropout) and 0 <= m.dropout < 1, "model.dropout", "a number in [0, 1)", 0.0)
-    from cerebral.tasks import TASKS  # here: tasks.py imports this module
-
-    d, task = cfg.data, cfg.task.name
+    task = cfg.task.name
     need(task in TASKS, "task.name", " or ".join(TASKS), "charlm")
-    need(_is_int(d.seq_len) and d.seq_len > 0, "data.seq_len", "a positive integer", 20)
-    if task == "charlm":
-        need(_is_number(d.val_fraction) and 0 <= d.val_fraction < 1, "data.val_fraction", "a number in [0, 1)", 0.1)
-    if task in ("digits", "imdb"):  # split here; MNIST comes split
-        need(_is_number(d.test_fraction) and 0 < d.test_fraction < 1, "data.test_fraction", "a number in (0, 1)", 0.25)
-        need(_is_int(d.split_seed) and d.split_seed >= 0, "data.split_seed", "a non-negative integer", 0)
-    if task == "mnist":
-        need(isinstance(d.mnist_dir, str) and d.mnist_dir != "", "data.mnist_dir",
-             "the folder of the four MNIST IDX files", "~/mnist")
-    if task == "imdb":
-        need(isinstance(d.imdb_csv, str) and d.imdb_csv != "", "data.imdb_csv",
-             'the path of Kaggle\'s "IMDB Dataset.csv"', "'~/IMDB Dataset.csv'")
-        need(_is_int(cfg.task.embedding_size) and cfg.task.embedding_size > 0, "task.embedding_size",
-             "a positive integer", 64)
-        for key, example in (("num_reviews", 5000), ("vocab_size", 1000)):
-            need(_is_int(d[key]) and d[key] > 0, f"data.{key}", "a positive integer", example)
+    need(_is_int(cfg.data.seq_len) and cfg.data.seq_len > 0, "data.seq_len", "a positive integer", 20)
+    if task in TASKS:
+        TASKS[task].check_config(cfg, checks)
     need(_is_int(t.epochs) and t.epochs > 0, "train.epochs", "a positive integer", 500)
     need(_is_int(t.batch_size) and t.batch_size > 0, "train.batch_size", "a positive integer", 128)
     need(t.sampling in SAMPLINGS, "train.sampling", " or ".join(SAMPLINGS), "random_batches")
@@ -131,9 +125,13 @@ def complete(saved):
     return cfg
 
 
-def config_differences(saved, new, ignore=("train.epochs", "runs_dir")):
-    """Keys whose values differ between two configs (dicts), as 'key: old -> new' lines.
-    `runs_dir` only feeds `out_dir`, which is compared itself."""
+# Keys that may differ when a run resumes: its length, and where things are (a run folder moved
+# or copied elsewhere resumes; the data files are checked by SHA-256 wherever they lie).
+RESUMABLE_KEYS = ("train.epochs", "out_dir", "runs_dir", "data.dir")
+
+
+def config_differences(saved, new, ignore=RESUMABLE_KEYS):
+    """Keys whose values differ between two configs (dicts), as 'key: old -> new' lines."""
     def flat(d, prefix=""):
         out = {}
         for k, v in d.items():

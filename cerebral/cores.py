@@ -15,8 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
+from cerebral.fused import FusedLayer
 from cerebral.precision import gemm_dtype
 
 
@@ -53,7 +53,7 @@ def cerebral_printed_update(gates, upper_c, lower_c):
 
 
 def novo_lstm_update(gates, c_prev, norm_weight, norm_bias):
-    """One NovoLSTM step (../shared/reference/novolstm.txt): the input gate is
+    """One NovoLSTM step (docs/MODELS.md, M3): the input gate is
     LayerNorm(sigmoid(W_i [h, x] + b_i)) * softmax(W_i' [h, x] + b_i') over the hidden units;
     forget and output gates and the cell update as in an LSTM. Gate blocks i, i', f, o, g."""
     i, i_prime, f, o, g = gates.chunk(5, dim=-1)
@@ -65,138 +65,12 @@ def novo_lstm_update(gates, c_prev, norm_weight, norm_bias):
 
 
 def post_bias_lstm_update(gates, c_prev, bias_cell, bias_hidden):
-    """One LSTM step with learned biases after the activations (PROTOCOL fact 7):
+    """One LSTM step with learned biases after the activations (docs/PROTOCOL.md, P7):
     c = f * c(t-1) + i * g + b_c,  h = o * tanh(c) + b_h.  Gate order i, f, o, g (the TF code's)."""
     i, f, o, g = gates.chunk(4, dim=-1)
     c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g) + bias_cell
     h = torch.sigmoid(o) * torch.tanh(c) + bias_hidden
     return h, (c,)
-
-
-def _onednn(x):
-    """Whether x's GEMMs go to oneDNN, the library `nn.LSTM` runs on: on the CPU in fp32 it is
-    about 30% faster than `addmm`'s sgemm at one step's shapes (128 x 512 by 512 x 4096)."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-
-
-def _linear(x, weight, bias=None):
-    """x @ weight^T + bias, for a 2-D x."""
-    if _onednn(x):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    return F.linear(x, weight, bias)
-
-
-def _add_matmul(add, x, weight):
-    """add + x @ weight^T, for a 2-D x. With x and weight in a lower precision than add (bf16
-    operands, fp32 add), the product is rounded to theirs and added in add's."""
-    if x.dtype != add.dtype:
-        return torch.add(add, _linear(x, weight))
-    if _onednn(x):
-        return torch.ops.mkldnn._linear_pointwise.binary(x, add, weight, None, "add")
-    return torch.addmm(add, x, weight.t())
-
-
-class FusedLayer(torch.autograd.Function):
-    """One layer over all time steps for P LSTM paths that share the hidden state:
-
-        i, f, o, g = sigmoid, sigmoid, sigmoid, tanh of (xz[t] + h(t-1) W_hh^T)  (each P*H wide)
-        c(t) = f * c(t-1) + i * g  [+ b_c]
-        h(t) = sum over the P paths of o * tanh(c(t))  [+ b_h]
-
-    P = 2 is the Cerebral LSTM, P = 1 with b_c, b_h the post-bias LSTM. The input projection
-    xz = x W_ih^T + b of every step is one GEMM; gate blocks are i, f, o, g so that one sigmoid
-    covers i, f, o and one tanh covers g, each block holding the P paths. Forward keeps the
-    activated gates and tanh(c); backward walks the steps once for the gate gradients and
-    computes each weight's gradient as one GEMM over all steps.
-
-    `gemm_dtype` (e.g. bfloat16, from autocast) gives every GEMM operand that dtype, forward and
-    backward; each product is rounded to it and everything else (gates, cell states, h, the
-    gradients returned) stays in the inputs' dtype.
-    """
-
-    @staticmethod
-    def forward(ctx, x, w_ih, bias, w_hh, h0, c0, bias_cell=None, bias_hidden=None, gemm_dtype=None):
-        steps, batch, gate_width = x.shape[0], x.shape[1], w_ih.shape[0]
-        if gemm_dtype in (None, x.dtype):
-            x_g, w_ih_g, w_hh_g = x, w_ih, w_hh
-            xz = _linear(x.reshape(steps * batch, -1), w_ih, bias).view(steps, batch, gate_width)
-        else:  # the operands rounded to gemm_dtype, the bias added in full precision
-            x_g, w_ih_g, w_hh_g = x.to(gemm_dtype), w_ih.to(gemm_dtype), w_hh.to(gemm_dtype)
-            xz = _linear(x_g.reshape(steps * batch, -1), w_ih_g).to(x.dtype).view(steps, batch, gate_width)
-            if bias is not None:
-                xz.add_(bias)
-        hidden, width = h0.shape[-1], gate_width // 4
-        gates = []  # activated i, f, o, g of each step
-        cells = xz.new_empty(steps + 1, batch, width)
-        cells[0] = c0
-        tanh_cells = xz.new_empty(steps, batch, width)
-        out = xz.new_empty(steps, batch, hidden)
-        h = h0
-        for t in range(steps):
-            a = _add_matmul(xz[t], h.to(w_hh_g.dtype), w_hh_g)
-            a[:, : 3 * width].sigmoid_()
-            a[:, 3 * width :].tanh_()
-            gates.append(a)
-            i, f, o, g = a.split(width, dim=1)
-            c = torch.mul(f, cells[t], out=cells[t + 1]).addcmul_(i, g)
-            if bias_cell is not None:
-                c.add_(bias_cell)
-            tanh_c = torch.tanh(c, out=tanh_cells[t])
-            h = torch.mul(o[:, :hidden], tanh_c[:, :hidden], out=out[t])
-            for p in range(hidden, width, hidden):  # the other paths' o * tanh(c), summed into h
-                h.addcmul_(o[:, p : p + hidden], tanh_c[:, p : p + hidden])
-            if bias_hidden is not None:
-                h.add_(bias_hidden)
-        ctx.save_for_backward(x_g, w_ih_g, w_hh_g, h0, out, cells, tanh_cells, *gates)
-        ctx.dtypes = x.dtype, w_ih.dtype
-        ctx.biases = bias is not None, bias_cell is not None, bias_hidden is not None
-        return out, cells[steps].clone()
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, d_out, d_c_last):
-        x, w_ih, w_hh, h0, out, cells, tanh_cells, *gates = ctx.saved_tensors  # x, weights in the GEMMs' dtype
-        gemm, (x_dtype, w_dtype) = w_hh.dtype, ctx.dtypes
-        steps, (batch, gate_width) = len(gates), gates[0].shape
-        hidden, width = h0.shape[-1], gate_width // 4
-        paths = width // hidden
-        d_gates = gates[0].new_empty(steps, batch, gate_width)
-        has_bias, has_bias_cell, has_bias_hidden = ctx.biases
-        d_bias_cell = h0.new_zeros(width) if has_bias_cell else None
-        d_bias_hidden = h0.new_zeros(hidden) if has_bias_hidden else None
-        dc = d_c_last.clone()  # dL/dc(t), carried back through the steps
-        dh = d_out[steps - 1]  # dL/dh(t) in full (autograd passes zeros for unused outputs)
-        w_hh_t = w_hh.t().contiguous()  # the weight of dL/dh(t-1) = d_gates(t) @ w_hh
-        by_path = lambda x: x.view(batch, paths, hidden)  # h is shared: broadcast its gradient over paths
-        for t in reversed(range(steps)):
-            a, d_a = gates[t], d_gates[t]
-            i, f, o, g = a.split(width, dim=1)
-            d_i, d_f, d_o, d_g = d_a.split(width, dim=1)
-            dh_paths, tanh_c = dh.unsqueeze(1), by_path(tanh_cells[t])
-            torch.mul(dh_paths, tanh_c, out=by_path(d_o))
-            by_path(dc).add_(torch.ops.aten.tanh_backward(dh_paths * by_path(o), tanh_c))
-            if has_bias_cell:
-                d_bias_cell += dc.sum(0)
-            if has_bias_hidden:
-                d_bias_hidden += dh.sum(0)
-            torch.mul(dc, g, out=d_i)
-            torch.mul(dc, cells[t], out=d_f)
-            torch.mul(dc, i, out=d_g)
-            dc.mul_(f)
-            torch.ops.aten.sigmoid_backward(d_a[:, : 3 * width], a[:, : 3 * width], grad_input=d_a[:, : 3 * width])
-            torch.ops.aten.tanh_backward(d_g, g, grad_input=d_g)
-            if t > 0:
-                dh = _add_matmul(d_out[t - 1], d_a.to(gemm), w_hh_t)
-            else:
-                dh0 = _linear(d_a.to(gemm), w_hh_t).to(h0.dtype)
-        d_xz = d_gates.view(-1, gate_width)
-        d_bias = d_xz.sum(0) if has_bias else None
-        d_xz = d_xz.to(gemm)
-        x_flat = x.reshape(steps * batch, -1)
-        h_prev = torch.cat([h0.unsqueeze(0), out[:-1]]).view(-1, hidden).to(gemm)
-        d_x = _linear(d_xz, w_ih.t().contiguous()).view(x.shape).to(x_dtype) if ctx.needs_input_grad[0] else None
-        d_w_ih, d_w_hh = (d_xz.t() @ x_flat).to(w_dtype), (d_xz.t() @ h_prev).to(w_dtype)
-        return d_x, d_w_ih, d_bias, d_w_hh, dh0, dc, d_bias_cell, d_bias_hidden, None
 
 
 def lstm_uniform_(module):
@@ -303,7 +177,7 @@ class _GatedRecurrence(nn.Module):
             cells_n.append(cells)
 
         h_n = torch.stack(h_n)
-        cells_n = tuple(torch.stack(c) for c in zip(*cells_n))
+        cells_n = tuple(torch.stack(c) for c in zip(*cells_n, strict=True))
         output = layer_input
         if not batched:
             output, h_n, cells_n = output.squeeze(1), h_n.squeeze(1), tuple(c.squeeze(1) for c in cells_n)
@@ -317,16 +191,28 @@ class _GatedRecurrence(nn.Module):
 
 
 class CerebralLSTM(_GatedRecurrence):
-    """Cerebral LSTM (Kumar 2020): two LSTM paths, upper and lower, with their own gates and
-    cell states, read the same [h(t-1), x(t)] and add their outputs into one hidden state.
+    r"""Cerebral LSTM (Kumar 2020): two LSTM paths, upper (U) and lower (L), with their own gates
+    and cell states, read the same [h(t-1), x(t)] and add their outputs into one hidden state.
+    For each layer, with P in {U, L} and W_P., b_P. the path's rows of the weights below:
 
-    A drop-in replacement for `nn.LSTM` (same arguments; `proj_size` and `bidirectional` are
-    not offered). Shapes, with L = num_layers and H = hidden_size:
+        P_i = sigmoid(W_Pi [h(t-1), x(t)] + b_Pi)       P_f = sigmoid(W_Pf [h(t-1), x(t)] + b_Pf)
+        P_o = sigmoid(W_Po [h(t-1), x(t)] + b_Po)       P_Ctmp = tanh(W_Pc [h(t-1), x(t)] + b_Pc)
+        P_c(t) = P_f * P_c(t-1) + P_i * P_Ctmp
+        h(t) = U_o * tanh(U_c(t)) + L_o * tanh(L_c(t))
+
+    (docs/MODELS.md, M2: the paper prints P_c(t) = P_f * P_Ctmp + P_i * P_Ctmp; this is the
+    recurrent form of the upstream package and README, `CerebralLSTMPrinted` the printed one.)
+
+    A drop-in replacement for `nn.LSTM`: same arguments (`proj_size` and `bidirectional` are not
+    offered). Shapes, with L = num_layers, B = batch, T = time steps, H = hidden_size:
       input: (T, B, input_size), or (B, T, input_size) with batch_first, or (T, input_size)
-      state: (h, (c_upper, c_lower)), each (L, B, H); zeros when omitted
+      state: (h, (c_upper, c_lower)), each (L, B, H) (or (H,) per layer unbatched); zeros when omitted
       returns output (T, B, H) (or batch-first) and the final state in the same form.
-    Parameters per layer k: `weight_ih_lk` (8H, in), `weight_hh_lk` (8H, H) and, with bias,
-    `bias_ih_lk`, `bias_hh_lk` (8H), gates ordered as in `cerebral_update`.
+    Parameters per layer k, 8H rows in gate blocks i, f, o, g (g = the candidate, P_Ctmp; unlike
+    `nn.LSTM`'s i, f, g, o), each block H rows of the upper path then H of the lower:
+      `weight_ih_lk` (8H, in_k), `weight_hh_lk` (8H, H), with bias `bias_ih_lk`, `bias_hh_lk` (8H)
+      (b = bias_ih + bias_hh), in_0 = input_size and in_k = H above. Initialised as `nn.LSTM`:
+      uniform in +-1/sqrt(H).
     """
 
     num_gates = 8
@@ -339,14 +225,16 @@ class CerebralLSTM(_GatedRecurrence):
     def tie_paths_(self):
         """Make the lower path an exact copy of the upper one (the paper's Section 4.1 ablation,
         "identical initial values"): both paths then get identical gradients and stay equal."""
-        for name, p in self.named_parameters():
+        for p in self.parameters():
             by_path = p.view(4, 2, self.hidden_size, -1)  # gate blocks i, f, o, g; upper, lower
             by_path[:, 1] = by_path[:, 0]
 
 
 class CerebralLSTMPrinted(CerebralLSTM):
-    """The Cerebral LSTM with the cell equation as printed in Section 4 (`cerebral_printed_update`):
-    an ablation, run on the equation-by-equation path."""
+    """The Cerebral LSTM with the cell equation as printed in the paper's Section 4 (an ablation,
+    docs/MODELS.md, M2): P_c(t) = P_f * P_Ctmp + P_i * P_Ctmp, no recurrence on the cell state;
+    otherwise `CerebralLSTM` (equations, shapes, parameters and gate layout). Runs on the
+    equation-by-equation path."""
 
     fused = False
 
@@ -355,9 +243,11 @@ class CerebralLSTMPrinted(CerebralLSTM):
 
 
 class CerebralLSTMCell(nn.Module):
-    """One Cerebral LSTM step, as `nn.LSTMCell`: forward(input (B, in), state=None) returns
-    (h, (c_upper, c_lower)), each (B, hidden_size). Parameters `weight_ih` (8H, in),
-    `weight_hh` (8H, H), `bias_ih`, `bias_hh` (8H), initialised as `nn.LSTMCell`."""
+    """One Cerebral LSTM step (the equations of `CerebralLSTM`), as `nn.LSTMCell`:
+    forward(input (B, input_size) or (input_size,), state=None) returns (h, (c_upper, c_lower)),
+    each (B, H) (or (H,)); the state defaults to zeros. Parameters `weight_ih` (8H, input_size),
+    `weight_hh` (8H, H), `bias_ih`, `bias_hh` (8H), in gate blocks i, f, o, g, each upper then
+    lower path; initialised as `nn.LSTMCell`."""
 
     def __init__(self, input_size, hidden_size, bias=True):
         super().__init__()
@@ -381,10 +271,17 @@ class CerebralLSTMCell(nn.Module):
 
 
 class PostBiasLSTM(_GatedRecurrence):
-    """A multi-layer LSTM whose layers add learned biases after the activations,
-    c = f * c(t-1) + i * g + b_c and h = o * tanh(c) + b_h (the published two-stacked run,
-    PROTOCOL fact 7). Interface as `nn.LSTM`, gate blocks i, f, o, g; `bias` adds the usual gate
-    biases; the post-activation biases are `bias_cell_l{k}` and `bias_hidden_l{k}` [H]."""
+    """A multi-layer LSTM whose layers add learned biases after the activations (the published
+    two-stacked run, docs/PROTOCOL.md, P7), per layer:
+
+        i, f, o = sigmoid(W_i|f|o [h(t-1), x(t)] + b_i|f|o)     g = tanh(W_g [h(t-1), x(t)] + b_g)
+        c(t) = f * c(t-1) + i * g + b_c
+        h(t) = o * tanh(c(t)) + b_h
+
+    With b_c = b_h = 0 this is `nn.LSTM`'s function. Interface and shapes as `nn.LSTM`: state
+    (h, c), each (L, B, H). Parameters per layer k: `weight_ih_lk` (4H, in_k), `weight_hh_lk`
+    (4H, H), with bias `bias_ih_lk`, `bias_hh_lk` (4H), in gate blocks i, f, o, g (nn.LSTM: i, f,
+    g, o); the post-activation biases `bias_cell_lk` and `bias_hidden_lk` (H)."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0):
@@ -402,9 +299,17 @@ class PostBiasLSTM(_GatedRecurrence):
 
 
 class NovoLSTM(_GatedRecurrence):
-    """NovoLSTM: an LSTM whose input gate is LayerNorm(sigmoid(.)) * softmax(.) (`novo_lstm_update`).
-    Interface as `nn.LSTM`; gate blocks i, i', f, o, g (5H rows); per layer a LayerNorm scale
-    `norm_weight_l{k}` (ones) and shift `norm_bias_l{k}` (zeros). Runs on the equation path."""
+    """NovoLSTM (docs/MODELS.md, M3): an LSTM whose input gate is normalised, per layer:
+
+        i = LayerNorm(sigmoid(W_i [h(t-1), x(t)] + b_i)) * softmax(W_i' [h(t-1), x(t)] + b_i')
+        f, o = sigmoid(W_f|o [h(t-1), x(t)] + b_f|o)      g = tanh(W_g [h(t-1), x(t)] + b_g)
+        c(t) = f * c(t-1) + i * g                          h(t) = o * tanh(c(t))
+
+    (softmax and LayerNorm over the H hidden units). Interface and shapes as `nn.LSTM`: state
+    (h, c), each (L, B, H). Parameters per layer k: `weight_ih_lk` (5H, in_k), `weight_hh_lk`
+    (5H, H), with bias `bias_ih_lk`, `bias_hh_lk` (5H), in gate blocks i, i', f, o, g; the
+    LayerNorm's scale `norm_weight_lk` (H, ones) and shift `norm_bias_lk` (H, zeros). Runs on the
+    equation path."""
 
     num_gates = 5
     fused = False

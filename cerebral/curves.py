@@ -5,16 +5,14 @@ A runs folder may hold the three paper models and any variant a study adds (e.g.
 the seeds' spread as a band."""
 
 import argparse
-import csv
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from cerebral import data as chardata
-from cerebral.losslog import LossFileError, read_losses
+from cerebral import rundir
+from cerebral.errors import DataError, LossFileError
+from cerebral.losslog import read_losses
 
 MODELS = ("single_lstm", "stacked_lstm", "cerebral_lstm")  # the paper's three
 LABELS = {"single_lstm": "single LSTM", "stacked_lstm": "two-stacked LSTM", "cerebral_lstm": "Cerebral LSTM",
@@ -48,12 +46,7 @@ class Run:
 
     def metric(self, column):
         """One column of metrics.csv as floats per epoch, or None where the run has none."""
-        metrics = self.path / "metrics.csv"
-        if not metrics.exists():
-            return None
-        with open(metrics, newline="") as f:
-            values = [row.get(column) or None for row in csv.DictReader(f)]
-        return [float(v) for v in values] if values and None not in values else None
+        return rundir.read_metric(self.path, column)
 
     @property
     def seconds(self):
@@ -94,10 +87,8 @@ def published_curves(data_dir=chardata.DEFAULT_DIR):
 
 def load_run(path, model, seed):
     path = Path(path)
-    config = OmegaConf.to_container(OmegaConf.load(path / "config.yaml")) if (path / "config.yaml").exists() else {}
-    record = json.loads((path / "run.json").read_text()) if (path / "run.json").exists() else {}
-    sample = json.loads((path / "sample.json").read_text(encoding="utf-8")) if (path / "sample.json").exists() else None
-    return Run(model, seed, path, read_losses(path / "loss.txt"), config, record, sample)
+    return Run(model, seed, path, read_losses(path / rundir.LOSSES), rundir.read_config(path),
+               rundir.read_record(path), rundir.read_sample(path))
 
 
 def find_runs(runs_dir):
@@ -126,7 +117,7 @@ def mean_curve(runs, column=None):
     """The per-epoch mean over runs (of loss.txt, or of a metrics.csv column), over the epochs
     every run has; None when a run lacks the column."""
     curves = _aligned(runs, column)
-    return None if curves is None else [sum(values) / len(values) for values in zip(*curves)]
+    return None if curves is None else [sum(values) / len(values) for values in zip(*curves, strict=True)]
 
 
 def band(runs, column=None):
@@ -134,7 +125,7 @@ def band(runs, column=None):
     curves = _aligned(runs, column)
     if curves is None or len(curves) < 2:
         return None
-    return [min(values) for values in zip(*curves)], [max(values) for values in zip(*curves)]
+    return [min(values) for values in zip(*curves, strict=True)], [max(values) for values in zip(*curves, strict=True)]
 
 
 def run_task(runs):
@@ -154,17 +145,12 @@ def comparison_parser(description):
     return parser
 
 
-def run_task(runs):
-    """The one task the runs trained on ("charlm" when there are none)."""
-    return next(iter({run.task for model_runs in runs.values() for run in model_runs}), "charlm")
-
-
 def load_comparison(runs_dir, data_dir):
     """(published curves, our runs, each model's mean training-loss curve), or exit naming the bad
     file, or a folder that mixes runs of several tasks."""
     try:
         published, runs = published_curves(data_dir), find_runs(runs_dir)
-    except (chardata.DataError, LossFileError) as e:
+    except (DataError, LossFileError) as e:
         sys.exit(f"error: {e}")
     try:
         run_task(runs)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from cerebral.atomic import atomic_path
+from cerebral.errors import DataError
 
 UPSTREAM_REPO = "mr-ravin/cerebral-rnn-experimental-results"
 UPSTREAM_COMMIT = "634604917fea06b7ba4e5722a8b1184cd79d7fe6"
@@ -48,10 +49,6 @@ PUBLISHED_CURVES = {
 }
 
 PUBLISHED_SEQ_LEN = 20  # the length the upstream idx_x/idx_y arrays were cut at
-
-
-class DataError(RuntimeError):
-    """A data file is missing, could not be fetched, or is not the pinned file."""
 
 
 def sha256(path):
@@ -183,7 +180,7 @@ def load(data_dir=DEFAULT_DIR, seq_len=PUBLISHED_SEQ_LEN):
     if unknown:
         raise DataError(f"data.txt has characters missing from the vocabulary: {unknown[:10]}")
     ids = np.array([ch2idx[c] for c in text], dtype=np.int64)
-    for name, published, ours in zip("xy", arrays, cut_sequences(ids, PUBLISHED_SEQ_LEN)):
+    for name, published, ours in zip("xy", arrays, cut_sequences(ids, PUBLISHED_SEQ_LEN), strict=True):
         if published.shape != ours.shape or not np.array_equal(published, ours):
             raise DataError(f"idx_{name}.npy does not equal data.txt cut into sequences of "
                             f"{PUBLISHED_SEQ_LEN} under metadata.pkl's vocabulary")

@@ -7,17 +7,13 @@ needed. `--save` writes the sample with its settings to sample.json in the run d
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
-from cerebral.atomic import write_text_atomic
-from cerebral.config import complete
+from cerebral import rundir
 from cerebral.models import build_model
-from cerebral.train import CHECKPOINT, read_checkpoint
 
 DEFAULTS = {"prime": "Moe_Szyslak:", "length": 300, "temperature": 1.0, "seed": 0}
 
@@ -25,13 +21,13 @@ DEFAULTS = {"prime": "Moe_Szyslak:", "length": 300, "temperature": 1.0, "seed": 
 def load_trained(run_dir, device="cpu"):
     """The run's model in eval mode, and its vocabulary."""
     run_dir = Path(run_dir)
-    if not (run_dir / CHECKPOINT).exists():
-        raise FileNotFoundError(f"{run_dir / CHECKPOINT} does not exist: train the run first "
+    state = rundir.latest_checkpoint(run_dir, log=lambda message: print(message, file=sys.stderr))
+    if state is None:
+        raise FileNotFoundError(f"{run_dir / rundir.CHECKPOINT} does not exist: train the run first "
                                 f"(python -m cerebral.train out_dir={run_dir} ...)")
-    cfg = complete(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")))
+    cfg = rundir.saved_config(run_dir)
     if cfg.task.name != "charlm":
         raise ValueError(f"{run_dir} is a task={cfg.task.name} classifier; text comes from task=charlm runs")
-    state = read_checkpoint(run_dir / CHECKPOINT)
     model = build_model(cfg.model, len(state["vocab"])).to(device)
     model.load_state_dict(state["model"])
     return model.eval(), state["vocab"]
@@ -67,7 +63,7 @@ def generate_for_run(run_dir, save=False, **settings):
     model, vocab = load_trained(run_dir)
     text = settings["prime"] + sample(model, vocab, **settings)
     if save:
-        write_text_atomic(Path(run_dir) / "sample.json", json.dumps({**settings, "text": text}, indent=2) + "\n")
+        rundir.write_sample(run_dir, {**settings, "text": text})
     return text
 
 

@@ -7,12 +7,9 @@ import re
 from pathlib import Path
 
 from cerebral.atomic import write_text_atomic
+from cerebral.errors import LossFileError
 
 _LINE = re.compile(r"\[(\d+)\] loss : (\S+)")
-
-
-class LossFileError(ValueError):
-    """A loss file does not follow the published format."""
 
 
 def format_losses(losses):

@@ -1,7 +1,7 @@
 """The character-level models of the paper: embedding -> recurrent core -> linear head.
 
 `build_model(cfg.model, vocab_size)` makes `single_lstm`, `stacked_lstm` or `cerebral_lstm`
-(and the studies' variants) from the options in `conf/model/*.yaml`; PROTOCOL.md gives the
+(and the studies' variants) from the options in `conf/model/*.yaml`; docs/PROTOCOL.md gives the
 evidence behind each default.
 """
 
@@ -20,7 +20,8 @@ INITS = ("tf_xavier", "torch")
 
 class CharRNN(nn.Module):
     """A learned embedding of size `hidden_size` (no one-hot), a recurrent core, and a linear
-    layer with bias over the vocabulary (PROTOCOL fact 3). Batch-first token ids in, logits out."""
+    layer with bias over the vocabulary (docs/PROTOCOL.md, P3). Token ids (B, T) in, batch-first;
+    out the logits (B, T, vocab_size), in fp32 also under bf16 autocast, and the core's state."""
 
     def __init__(self, vocab_size, core):
         super().__init__()
@@ -36,7 +37,7 @@ class CharRNN(nn.Module):
 
 def tf_xavier_bound(fan_in, fan_out, stacked=1):
     """TF1 `xavier_initializer` (uniform) on a tensor [stacked..., fan_in, fan_out]: both fans
-    are multiplied by the leading dimensions (PROTOCOL fact 5)."""
+    are multiplied by the leading dimensions (docs/PROTOCOL.md, P5)."""
     return math.sqrt(6.0 / (stacked * (fan_in + fan_out)))
 
 

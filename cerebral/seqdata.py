@@ -4,7 +4,7 @@ Each loader returns a `ClassificationData` ready for a recurrent classifier: ima
 one pixel row per time step (float32 [N, T, F]); reviews are token ids of their first `seq_len`
 known words, left-padded with 0 so that the last time step, where the classifier reads the
 hidden state, holds the last of those words. Nothing is downloaded: digits ships inside scikit-learn, MNIST and IMDB are read
-from files the user names. Every bad input raises `cerebral.data.DataError`.
+from files the user names. Every bad input raises `cerebral.errors.DataError`.
 """
 
 import gzip
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cerebral.data import DataError
+from cerebral.errors import DataError
 
 
 @dataclass

@@ -12,7 +12,7 @@ from torch import nn
 
 from cerebral import data as chardata
 from cerebral import seqdata
-from cerebral.config import ConfigError
+from cerebral.errors import ConfigError
 from cerebral.models import build_core, build_model, init_model_
 from cerebral.precision import full_precision
 
@@ -36,6 +36,10 @@ class _Task:
     def __len__(self):
         return len(self.inputs)
 
+    @staticmethod
+    def check_config(cfg, checks):
+        """Add the task's own invalid config values to `checks` (a `cerebral.config.Checks`)."""
+
     def to(self, device):
         for name in self.tensors:
             setattr(self, name, getattr(self, name).to(device))
@@ -58,6 +62,11 @@ class CharLM(_Task):
 
     tensors = ("inputs", "targets", "val_inputs", "val_targets")
     columns = ("val_loss", "val_bpc")
+
+    @staticmethod
+    def check_config(cfg, checks):
+        fraction = cfg.data.val_fraction
+        checks.need(checks.is_number(fraction) and 0 <= fraction < 1, "data.val_fraction", "a number in [0, 1)", 0.1)
 
     def __init__(self, cfg):
         data = chardata.load(cfg.data.dir, cfg.data.seq_len)
@@ -84,7 +93,9 @@ class CharLM(_Task):
 
 class SequenceClassifier(nn.Module):
     """Reads a sequence with a recurrent core and classifies it from the last hidden state, as
-    the LSTM tutorial (pixel rows) and the upstream IMDB notebook (embedded words) do."""
+    the LSTM tutorial (pixel rows, docs/MODELS.md, M4) and the upstream IMDB notebook (embedded
+    words) do. Input (B, T, features), or token ids (B, T) with `vocab_size` (id 0 is padding);
+    out the logits (B, num_classes), in fp32 also under bf16 autocast."""
 
     def __init__(self, core, num_classes, vocab_size=None):
         super().__init__()
@@ -105,6 +116,24 @@ class Classification(_Task):
 
     tensors = ("inputs", "targets", "test_inputs", "test_targets")
     columns = ("train_accuracy", "test_loss", "test_accuracy")
+
+    @staticmethod
+    def check_config(cfg, checks):
+        d, need = cfg.data, checks.need
+        if cfg.task.name in ("digits", "imdb"):  # split here; MNIST comes split
+            need(checks.is_number(d.test_fraction) and 0 < d.test_fraction < 1, "data.test_fraction",
+                 "a number in (0, 1)", 0.25)
+            need(checks.is_int(d.split_seed) and d.split_seed >= 0, "data.split_seed", "a non-negative integer", 0)
+        if cfg.task.name == "mnist":
+            need(isinstance(d.mnist_dir, str) and d.mnist_dir != "", "data.mnist_dir",
+                 "the folder of the four MNIST IDX files", "~/mnist")
+        if cfg.task.name == "imdb":
+            need(isinstance(d.imdb_csv, str) and d.imdb_csv != "", "data.imdb_csv",
+                 'the path of Kaggle\'s "IMDB Dataset.csv"', "'~/IMDB Dataset.csv'")
+            need(checks.is_int(cfg.task.embedding_size) and cfg.task.embedding_size > 0, "task.embedding_size",
+                 "a positive integer", 64)
+            for key, example in (("num_reviews", 5000), ("vocab_size", 1000)):
+                need(checks.is_int(d[key]) and d[key] > 0, f"data.{key}", "a positive integer", example)
 
     def __init__(self, cfg):
         d, t = cfg.data, cfg.task

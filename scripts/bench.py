@@ -23,8 +23,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from cerebral.config import compose
 from cerebral.models import CharRNN, build_model
+from cerebral.steps import device_name, make_optimizer, train_step
 from cerebral.tasks import char_lm_loss
-from cerebral.train import device_name, make_optimizer, train_step
 
 VOCAB = 89
 # ratio name -> (entry, reference entry, target: the entry's step time at most this times the reference's)
@@ -59,7 +59,10 @@ class UpstreamCore(nn.Module):
 
 def entries(size, include_upstream=True):
     """name -> a function making a fresh model with state `size`."""
-    paper = lambda name: lambda: build_model(compose(f"model={name}", f"model.state_size={size}").model, VOCAB)
+
+    def paper(name):
+        return lambda: build_model(compose(f"model={name}", f"model.state_size={size}").model, VOCAB)
+
     made = {
         "single_lstm": paper("single_lstm"),
         "stacked_lstm": paper("stacked_lstm"),

@@ -14,8 +14,8 @@ import hashlib
 import torch
 
 from cerebral.config import compose
+from cerebral.steps import BatchSampler, device_name, make_optimizer, train_step
 from cerebral.tasks import make_task
-from cerebral.train import BatchSampler, device_name, make_optimizer, train_step
 
 MODELS = ("single_lstm", "stacked_lstm", "cerebral_lstm")
 

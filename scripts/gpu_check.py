@@ -74,7 +74,7 @@ def run_epochs(args):
             losses = train(compose(f"model={model}", f"data.dir={args.data}", f"out_dir={out_dir}",
                                    f"device={args.device}", f"train.precision={precision}",
                                    f"train.epochs={2 if args.tiny else 3}", *sizes))
-            diffs = [abs(a - b) for a, b in zip(losses, published[model])]
+            diffs = [abs(a - b) for a, b in zip(losses, published[model], strict=False)]
             rows.append({"model": model, "precision": precision, "losses": losses,
                          "published": published[model][:len(losses)], "max_abs_diff": max(diffs),
                          "seconds": time.perf_counter() - start})
@@ -116,7 +116,7 @@ def main():
         sys.exit("error: PyTorch sees no CUDA device here; run on a GPU machine, or add --device cpu --tiny")
     args.data, args.out = args.data.resolve(), args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
-    from cerebral.train import device_name
+    from cerebral.steps import device_name
 
     env = {**os.environ, "CEREBRAL_TEST_DEVICE": args.device, "CEREBRAL_TEST_DATA": str(args.data),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}

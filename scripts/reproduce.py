@@ -15,12 +15,14 @@ import torch
 
 from cerebral import data as chardata
 from cerebral.config import check_config, compose, resolve_device
+from cerebral.errors import USER_ERRORS
 from cerebral.generate import generate_for_run
 from cerebral.losslog import read_losses
 from cerebral.models import build_model
-from cerebral.tasks import char_lm_loss
 from cerebral.precision import speed_warning
-from cerebral.train import USER_ERRORS, device_name, make_optimizer, train, train_step
+from cerebral.steps import device_name, make_optimizer, train_step
+from cerebral.tasks import char_lm_loss
+from cerebral.train import train
 
 RUNS = [("single_lstm", []), ("stacked_lstm", ["train.epochs=791"]), ("cerebral_lstm", [])]
 

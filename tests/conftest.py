@@ -1,5 +1,8 @@
+import http.server
 import os
 import shutil
+import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -59,9 +62,8 @@ def random_cerebral_state(layers, batch, hidden):
 
 
 def tiny_overrides(data_dir, out_dir, *extra):
-    """A run of seconds: small state, few steps, small batches."""
-    return [f"data.dir={data_dir}", f"out_dir={out_dir}", "model.state_size=16",
-            "train.steps_per_epoch=3", "train.batch_size=8", "train.epochs=2", "device=cpu", *extra]
+    """A run of seconds (the debug=tiny preset: state 16, 2 epochs of 3 steps of 8 sequences, CPU)."""
+    return ["debug=tiny", f"data.dir={data_dir}", f"out_dir={out_dir}", *extra]
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +76,58 @@ def tiny_runs(data_dir, tmp_path_factory):
     for model in MODELS:
         train(compose(*tiny_overrides(data_dir, runs / model / "seed0", f"model={model}", "train.epochs=3")))
     return runs
+
+
+@pytest.fixture
+def recorded_steps(monkeypatch):
+    """Every optimizer step the training loop takes, recorded as it happens by wrapping
+    `cerebral.train.train_step`: a list of dicts with the step's batch (the index tensors it was
+    given, on the CPU) and the loss it returned, in the order of the steps."""
+    import cerebral.train as training
+
+    steps, real = [], training.train_step
+
+    def wrapper(model, optimizer, loss_fn, *batch, **kwargs):
+        loss = real(model, optimizer, loss_fn, *batch, **kwargs)
+        steps.append({"batch": tuple(b.detach().cpu().clone() for b in batch), "loss": loss.item()})
+        return loss
+
+    monkeypatch.setattr(training, "train_step", wrapper)
+    return steps
+
+
+def assert_same_gradients(run, reference, inputs, seed=0):
+    """`run(*inputs)` and `reference(*inputs)` (nested tuples of tensors) agree within 1e-12, and
+    so do the gradients of one random weighting of their outputs with respect to every input:
+    the code's gradients are those of the equations the reference transcribes."""
+    ours, theirs = run(*inputs), reference(*inputs)
+    assert_close_nested(ours, theirs)
+    ours, theirs = torch.utils._pytree.tree_leaves(ours), torch.utils._pytree.tree_leaves(theirs)
+    generator = torch.Generator().manual_seed(seed)
+    weights = [torch.randn(t.shape, generator=generator, dtype=t.dtype) for t in ours]
+    d_ours = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, ours, strict=True)), inputs, allow_unused=True)
+    d_theirs = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, theirs, strict=True)), inputs, allow_unused=True)
+    for k, (a, b) in enumerate(zip(d_ours, d_theirs, strict=True)):
+        assert a is not None and b is not None, f"input {k} gets no gradient"
+        assert b.abs().sum() > 0, f"input {k}: the reference's gradient is zero"
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=lambda m, k=k: f"input {k}: {m}")
+
+
+@pytest.fixture
+def serve(monkeypatch):
+    """Serve a folder over HTTP on the loopback address; yields a function folder -> base URL."""
+    monkeypatch.delenv("CEREBRAL_DATA_MIRROR", raising=False)
+    servers = []
+
+    def start(folder):
+        handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+        handler.log_message = lambda *args: None
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -4,12 +4,12 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT
 
 from cerebral import claims
-from cerebral.curves import find_runs, mean_curve, published_curves
+from cerebral.curves import color, find_runs, label, mean_curve, published_curves
 from cerebral.losslog import LossFileError
 from cerebral.plots import FIGURES, draw, write_figures
-from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +62,22 @@ def test_curve_stats():
 @pytest.mark.parametrize("with_ours,with_published", [(True, True), (True, False), (False, True)])
 def test_each_figure_holds_the_expected_curves(tiny_runs, published, with_ours, with_published):
     ours = {m: mean_curve(rs) for m, rs in find_runs(tiny_runs).items()} if with_ours else {}
-    curves_per_model = with_ours + with_published
+    assert len({tuple(c) for c in ours.values()}) == len(ours)  # the models' curves differ
+    shown = published if with_published else {}
     for title, models in FIGURES.values():
-        ax = draw(title, models, ours, published if with_published else {}).axes[0]
-        assert len(ax.lines) == curves_per_model * len(models)
-        assert ax.get_xlabel() and ax.get_ylabel() and ax.get_legend() is not None
-        styles = {line.get_linestyle() for line in ax.lines}
-        assert styles == ({"-"} if not with_published else {"--"} if not with_ours else {"-", "--"})
+        ax = draw(title, models, ours, shown).axes[0]
+        expected = {f"{label(m)} ({source})": (curves[m], style, color(m))
+                    for m in models for curves, source, style in ((ours, "ours", "-"), (shown, "published", "--"))
+                    if m in curves}
+        lines = {line.get_label(): line for line in ax.lines}
+        assert len(lines) == len(ax.lines) and lines.keys() == expected.keys(), title
+        for name, (curve, style, line_color) in expected.items():  # each line draws its own model's data
+            line = lines[name]
+            assert list(line.get_ydata()) == list(curve), (title, name)
+            assert list(line.get_xdata()) == list(range(len(curve))), (title, name)
+            assert line.get_linestyle() == style and line.get_color() == line_color, (title, name)
+        assert ax.get_xlabel() and ax.get_ylabel()
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == [line.get_label() for line in ax.lines]
 
 
 def test_write_figures_writes_png_and_pdf(published, tmp_path):
@@ -103,7 +112,8 @@ def test_compare_and_figures_on_runs_write_a_reproducible_report(tiny_runs, data
         assert expected in report
     second = run_script("scripts/compare.py", "--runs", str(tiny_runs), "--data", str(data_dir))
     assert second.returncode == 0
-    strip = lambda text: [line for line in text.splitlines() if not line.startswith("Generated: ")]
+    def strip(text):
+        return [line for line in text.splitlines() if not line.startswith("Generated: ")]
     assert strip((tiny_runs / "REPORT.md").read_text()) == strip(report)
 
 
@@ -144,5 +154,6 @@ def test_a_committed_report_is_regenerated_from_its_files(study, data_dir, tmp_p
     shutil.copytree(study, copy, ignore=shutil.ignore_patterns("checkpoint.pt"))
     result = run_script("scripts/compare.py", "--runs", str(copy), "--data", str(data_dir))
     assert result.returncode == 0, result.stderr
-    strip = lambda text: [line for line in text.splitlines() if not line.startswith("Generated: ")]
+    def strip(text):
+        return [line for line in text.splitlines() if not line.startswith("Generated: ")]
     assert strip((copy / "REPORT.md").read_text()) == strip((study / "REPORT.md").read_text())

@@ -2,10 +2,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 from hydra.errors import MissingConfigException
 
 from cerebral.config import ConfigError, check_config, compose, config_differences
-from conftest import ROOT
 
 MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
 TRAINS = sorted(p.stem for p in (ROOT / "conf" / "train").glob("*.yaml"))

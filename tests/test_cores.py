@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from conftest import assert_close_nested, assert_same_gradients, layer_bias, random_cerebral_state
 from torch import nn
 
 from cerebral import CerebralLSTM, CerebralLSTMCell
 from cerebral.cores import PostBiasLSTM
-from conftest import assert_close_nested, layer_bias, random_cerebral_state
 
 pytestmark = pytest.mark.usefixtures("float64")
 sigma, tanh = torch.sigmoid, torch.tanh
@@ -34,8 +34,8 @@ def readme_weights(w_ih, w_hh, bias):
     """Split our stacked parameters into the README's per-gate W and b (order documented in
     `cerebral_update`: gate blocks i, f, o, c, each upper then lower)."""
     names = ["ui", "li", "uf", "lf", "uo", "lo", "uc", "lc"]
-    W = dict(zip(names, torch.cat([w_hh, w_ih], dim=1).chunk(8)))
-    b = dict(zip(names, bias.chunk(8) if bias is not None else [0.0] * 8))
+    W = dict(zip(names, torch.cat([w_hh, w_ih], dim=1).chunk(8), strict=True))
+    b = dict(zip(names, bias.chunk(8) if bias is not None else [0.0] * 8, strict=True))
     return W, b
 
 
@@ -67,19 +67,23 @@ def test_cell_matches_the_readme_equations(bias):
     assert_close_nested(cell(x, (h, (cu, cl))), (h_ref, (cu_ref, cl_ref)))
 
 
-def test_cell_starts_from_zeros_and_its_gradients_check():
+def test_cell_starts_from_zeros_and_its_gradients_are_the_readme_equations():
     torch.manual_seed(1)
     cell = CerebralLSTMCell(4, 3)
     x = torch.randn(2, 4)
     zeros = torch.zeros(2, 3)
     assert_close_nested(cell(x), cell(x, (zeros, (zeros, zeros))))
     x, h, cu, cl = (torch.randn(2, n, requires_grad=True) for n in (4, 3, 3, 3))
+    params = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
 
-    def run(x, h, cu, cl):
+    def run(x, h, cu, cl, *params):
         h, (cu, cl) = cell(x, (h, (cu, cl)))
         return h, cu, cl
 
-    assert torch.autograd.gradcheck(run, (x, h, cu, cl))
+    def readme(x, h, cu, cl, w_ih, w_hh, b_ih, b_hh):
+        return readme_cerebral_step(x, h, cu, cl, *readme_weights(w_ih, w_hh, b_ih + b_hh))
+
+    assert_same_gradients(run, readme, (x, h, cu, cl, *params))
 
 
 @pytest.mark.parametrize("layers,bias,batch_first,input_size", [
@@ -117,7 +121,7 @@ def test_cerebral_lstm_gradcheck_through_two_layers_and_the_state():
 
     def run(x, h, cu, cl, *params):
         names = [n for n, _ in core.named_parameters()]
-        out, (hn, (cun, cln)) = torch.func.functional_call(core, dict(zip(names, params)), (x, (h, (cu, cl))))
+        out, (hn, (cun, cln)) = torch.func.functional_call(core, dict(zip(names, params, strict=True)), (x, (h, (cu, cl))))
         return out, hn, cun, cln
 
     assert torch.autograd.gradcheck(run, inputs)
@@ -161,7 +165,7 @@ def test_invalid_constructor_arguments_are_refused(kwargs):
 
 
 def reference_post_bias_lstm(core, x, state):
-    """The two-stacked TF1 LSTM of PROTOCOL fact 7, one gate at a time."""
+    """The two-stacked TF1 LSTM (docs/PROTOCOL.md, P7), one gate at a time."""
     h0, c0 = state
     hs, cs = [], []
     for k in range(core.num_layers):
@@ -215,12 +219,13 @@ def test_post_bias_lstm_gradcheck():
     core = PostBiasLSTM(3, 2, num_layers=2, bias=False)
     x = torch.randn(3, 2, 3, requires_grad=True)
     names = [n for n, _ in core.named_parameters()]
-    run = lambda x, *params: torch.func.functional_call(core, dict(zip(names, params)), (x,))[0]
+    def run(x, *params):
+        return torch.func.functional_call(core, dict(zip(names, params, strict=True)), (x,))[0]
     assert torch.autograd.gradcheck(run, (x, *core.parameters()))
 
 
 def test_single_lstm_core_is_the_tf1_lstm_without_biases():
-    """PROTOCOL fact 6: i, f, o = sigmoid(x U + h W), g = tanh(x U + h W), no biases."""
+    """docs/PROTOCOL.md, P6: i, f, o = sigmoid(x U + h W), g = tanh(x U + h W), no biases."""
     torch.manual_seed(9)
     lstm = nn.LSTM(5, 4, bias=False)
     x = torch.randn(3, 2, 5)

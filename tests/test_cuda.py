@@ -6,12 +6,12 @@ import os
 
 import pytest
 import torch
+from conftest import tiny_overrides
 
 from cerebral.config import compose
 from cerebral.cores import CerebralLSTM, PostBiasLSTM
 from cerebral.precision import autocast
 from cerebral.train import train
-from conftest import tiny_overrides
 
 DEVICE = os.environ.get("CEREBRAL_TEST_DEVICE", "cuda")
 pytestmark = [
@@ -50,8 +50,9 @@ def test_fused_path_matches_the_equation_path_on_the_device(core_class, precisio
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_a_run_on_the_device_resumes_bit_for_bit(precision, data_dir, tmp_path):
-    run = lambda name, epochs: train(compose(*tiny_overrides(data_dir, tmp_path / name, f"device={DEVICE}",
-                                                             f"train.precision={precision}", f"train.epochs={epochs}")))
+    def run(name, epochs):
+        return train(compose(*tiny_overrides(data_dir, tmp_path / name, f"device={DEVICE}",
+                                                                 f"train.precision={precision}", f"train.epochs={epochs}")))
     straight = run("a", 3)
     run("b", 2)
     assert run("b", 3) == straight

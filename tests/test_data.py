@@ -1,33 +1,10 @@
-import http.server
 import os
 import pickle
 import socket
-import threading
-from functools import partial
 
 import pytest
 
 from cerebral import data as chardata
-
-
-@pytest.fixture
-def serve(monkeypatch):
-    """Serve a folder over HTTP on the loopback address; yields a function folder -> base URL."""
-    monkeypatch.delenv("CEREBRAL_DATA_MIRROR", raising=False)
-    servers = []
-
-    def start(folder):
-        handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-        handler.log_message = lambda *args: None
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def leftovers(folder):
@@ -41,9 +18,20 @@ def test_fetch_from_mirror_verifies_every_file_and_skips_verified_ones(upstream_
     assert len(fetched) == len(chardata.FILES)
     for local, expected in chardata.FILES.values():
         assert chardata.sha256(target / local) == expected
+    # the mirror turns corrupt (one byte of a published curve): verified local files are kept ...
+    curve = upstream_layout / "loss_values" / "proposed_model.txt"
+    raw = bytearray(curve.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    curve.write_bytes(bytes(raw))
     fetched.clear()
     chardata.fetch(target, mirror=upstream_layout, log=fetched.append)
     assert fetched == []
+    # ... and a file that has to come from it again is refused, leaving nothing in its place
+    (target / "loss_values" / "proposed_model.txt").unlink()
+    with pytest.raises(chardata.DataError, match="loss_values/proposed_model.txt from .* is not the pinned file"):
+        chardata.fetch(target, mirror=upstream_layout, log=fetched.append)
+    assert fetched == [] and not (target / "loss_values" / "proposed_model.txt").exists()
+    assert leftovers(target) == []
 
 
 def test_fetch_refetches_a_corrupt_local_file(upstream_layout, tmp_path):

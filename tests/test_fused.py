@@ -5,7 +5,8 @@ import torch
 
 from cerebral import CerebralLSTM
 from cerebral.config import compose
-from cerebral.cores import FusedLayer, PostBiasLSTM
+from cerebral.cores import PostBiasLSTM
+from cerebral.fused import FusedLayer
 from cerebral.models import build_model
 
 CASES = [  # (input_size, hidden_size, num_layers, bias, batch_first, random initial state)
@@ -26,13 +27,14 @@ def outputs_and_gradients(core, x, state, fused):
         t.grad = None
     output, final = core(x, state)
     weights = [torch.randn_like(t, generator=torch.Generator().manual_seed(i)) for i, t in enumerate([output, *leaves(final)])]
-    sum((w * t).sum() for w, t in zip(weights, [output, *leaves(final)])).backward()
+    sum((w * t).sum() for w, t in zip(weights, [output, *leaves(final)], strict=True)).backward()
     return [output, *leaves(final)], [p.grad.clone() for p in core.parameters()] + [t.grad.clone() for t in inputs]
 
 
 @pytest.mark.parametrize("cls", [CerebralLSTM, PostBiasLSTM])
 @pytest.mark.parametrize("input_size,hidden,layers,bias,batch_first,with_state", CASES)
-def test_fused_matches_the_reference_in_outputs_and_every_gradient(cls, input_size, hidden, layers, bias, batch_first, with_state):
+def test_fused_matches_the_reference_in_outputs_and_every_gradient(cls, input_size, hidden, layers, bias, batch_first,
+                                                                   with_state):
     torch.manual_seed(1000 * input_size + hidden)
     core = cls(input_size, hidden, num_layers=layers, bias=bias, batch_first=batch_first)
     with torch.no_grad():  # non-zero post-activation biases, so their gradients are exercised
@@ -57,7 +59,8 @@ def test_fused_backward_gradcheck(paths, bias, post_biases):
     torch.manual_seed(paths)
     steps, batch, inputs, hidden = 4, 3, 3, 2
     width = paths * hidden
-    make = lambda *shape: torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    def make(*shape):
+        return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     args = [make(steps, batch, inputs), make(4 * width, inputs), make(4 * width) if bias else None,
             make(4 * width, hidden), make(batch, hidden), make(batch, width)]
     if post_biases:

@@ -7,7 +7,7 @@ from cerebral.config import compose
 from cerebral.models import build_model, tf_xavier_bound
 
 PAPER_MODELS = ["single_lstm", "stacked_lstm", "cerebral_lstm"]
-# PROTOCOL.md fact 5: TF1 Xavier over the stacked gate tensors
+# docs/PROTOCOL.md, P5: TF1 Xavier over the stacked gate tensors
 GATE_BOUNDS = {"single_lstm": math.sqrt(3 / 2048), "stacked_lstm": math.sqrt(3 / 4096),
                "cerebral_lstm": math.sqrt(3 / 2048)}
 

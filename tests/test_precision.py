@@ -8,15 +8,17 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT, tiny_overrides
 from torch import nn
 
 from cerebral import precision
 from cerebral.config import ConfigError, compose
 from cerebral.cores import CerebralLSTM, CerebralLSTMPrinted, NovoLSTM, PostBiasLSTM
+from cerebral.losslog import read_losses
 from cerebral.models import build_model
+from cerebral.report import fidelity
 from cerebral.tasks import char_lm_loss
 from cerebral.train import train
-from conftest import ROOT, tiny_overrides
 
 # Largest |bf16 - fp32|, relative to the largest |fp32|, over a 2-layer core at T=20, B=16. One
 # bf16 rounding is 2^-9 = 0.002 relative. The fused cores keep gradients in fp32 between their
@@ -105,14 +107,15 @@ def test_bf16_logits_and_loss_are_fp32(model):
 
 def test_a_bf16_run_resumes_bit_for_bit_and_records_its_precision(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(precision, "bf16_speedup", lambda: 2.0)
-    bf16 = lambda run, *extra: compose(*tiny_overrides(data_dir, tmp_path / run, "train.precision=bf16", *extra))
+    def bf16(run, *extra):
+        return compose(*tiny_overrides(data_dir, tmp_path / run, "train.precision=bf16", *extra))
     straight = train(bf16("a", "train.epochs=4"))
     train(bf16("b", "train.epochs=2"))
     extended = train(bf16("b", "train.epochs=4"))
     assert extended == straight
     assert (tmp_path / "a" / "loss.txt").read_bytes() == (tmp_path / "b" / "loss.txt").read_bytes()
     fp32 = train(compose(*tiny_overrides(data_dir, tmp_path / "c", "train.epochs=4")))
-    assert fp32 != straight and max(abs(a - b) for a, b in zip(fp32, straight)) < 0.01
+    assert fp32 != straight and max(abs(a - b) for a, b in zip(fp32, straight, strict=True)) < 0.01
     sessions = json.loads((tmp_path / "b" / "run.json").read_text())["sessions"]
     assert [s["precision"] for s in sessions] == ["bf16", "bf16"]
 
@@ -165,3 +168,55 @@ def test_the_reproduce_plan_times_the_chosen_precision(mode, data_dir, tmp_path,
     monkeypatch.setattr(reproduce, "train_step", lambda *args, precision: timed.append(precision))
     reproduce.seconds_per_step(compose("model.state_size=8", f"train.precision={mode}", "device=cpu"), 5, 4)
     assert timed and set(timed) == {mode}
+
+
+@pytest.mark.parametrize("shift,passes", [(0.009, True), (0.011, False)])
+def test_fidelity_bounds_the_mean_difference(shift, passes):
+    reference = [4.0 - 0.02 * i for i in range(50)]
+    rows = fidelity({"single_lstm": [v + shift for v in reference]}, {"single_lstm": reference}, {})
+    assert rows["single_lstm"]["mean_abs_diff"] == pytest.approx(shift)
+    assert rows["single_lstm"]["passes"] is passes
+
+
+@pytest.mark.parametrize("delay,passes", [(3, True), (4, False)])
+def test_fidelity_of_the_two_stacked_model_bounds_when_it_leaves_the_plateau(delay, passes):
+    reference = [3.001] * 20 + [2.999] * 30  # first at or below 3.0: epoch 20
+    ours = [3.001] * (20 + delay) + [2.999] * (30 - delay)
+    rows = fidelity({"stacked_lstm": ours}, {"stacked_lstm": reference}, {})
+    assert (rows["stacked_lstm"]["first_at_3"], rows["stacked_lstm"]["reference_first_at_3"]) == (20 + delay, 20)
+    assert rows["stacked_lstm"]["mean_abs_diff"] < 0.001  # only the epoch criterion decides
+    assert rows["stacked_lstm"]["passes"] is passes
+
+
+@pytest.mark.parametrize("moved,passes", [(0.009, True), (0.011, False)])
+def test_fidelity_bounds_the_change_in_distance_to_the_published_curve(moved, passes):
+    published = [4.0] * 10
+    reference = [4.0] * 10
+    ours = [4.0 + moved] * 10
+    rows = fidelity({"cerebral_lstm": ours}, {"cerebral_lstm": reference}, {"cerebral_lstm": published})
+    assert rows["cerebral_lstm"]["distance_to_published"] == pytest.approx(moved)
+    assert rows["cerebral_lstm"]["passes"] is passes
+
+
+def late_precision_module():
+    spec = importlib.util.spec_from_file_location("late_precision", ROOT / "scripts" / "late_precision.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_late_training_continues_one_state_in_each_precision_and_evaluates_fixed_batches(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(precision, "bf16_speedup", lambda: 2.0)
+    late = late_precision_module()
+    straight = train(compose(*tiny_overrides(data_dir, tmp_path / "straight", "train.epochs=3")))
+    train(compose(*tiny_overrides(data_dir, tmp_path / "source", "train.epochs=2")))
+    late.main(["continue", str(tmp_path / "source"), "--epochs", "1", "--out", str(tmp_path / "late")])
+    fp32 = (tmp_path / "late" / "fp32" / "loss.txt").read_text()
+    assert fp32 == (tmp_path / "straight" / "loss.txt").read_text()  # the same state, the same batches
+    bf16 = read_losses(tmp_path / "late" / "bf16" / "loss.txt")
+    assert bf16[:2] == straight[:2] and bf16[2] != straight[2] and abs(bf16[2] - straight[2]) < 0.01
+    assert "| 2 |" in (tmp_path / "late" / "LATE.md").read_text()
+    a, b = (late.fixed_batch_loss(tmp_path / "straight", mode) for mode in ("fp32", "bf16"))
+    assert a != b and abs(a - b) < 0.01
+    late.main(["evaluate", str(tmp_path / "straight"), "--out", str(tmp_path / "late")])
+    assert f"{a:.5f} | {b:.5f}" in (tmp_path / "late" / "EVALUATE.md").read_text()

@@ -171,7 +171,7 @@ NEGATIVE = [
 @pytest.fixture
 def imdb_csv(tmp_path):
     path = tmp_path / "IMDB Dataset.csv"
-    reviews = [r for pair in zip(POSITIVE, NEGATIVE) for r in pair]
+    reviews = [r for pair in zip(POSITIVE, NEGATIVE, strict=True) for r in pair]
     sentiments = ["positive", "negative"] * len(POSITIVE)
     pd.DataFrame({"review": reviews, "sentiment": sentiments}).to_csv(path, index=False)
     return path
@@ -220,10 +220,10 @@ def test_imdb_label_and_ids_of_a_known_review(imdb_csv):
     x, y = torch.cat([data.train_x, data.test_x]), torch.cat([data.train_y, data.test_y])
     # "Wonderful, wonderful, wonderful." -> positive, exactly three ids
     three = [ids["wonderful"]] * 3
-    assert [int(label) for row, label in zip(x, y) if row.tolist() == three] == [1]
+    assert [int(label) for row, label in zip(x, y, strict=True) if row.tolist() == three] == [1]
     # "Awful acting, awful script, 2 stars." is truncated to its first three words
     first = [ids["awful"], ids["acting"], ids["awful"]]
-    assert [int(label) for row, label in zip(x, y) if row.tolist() == first] == [0]
+    assert [int(label) for row, label in zip(x, y, strict=True) if row.tolist() == first] == [0]
     # "I loved the story." -> two words after stop words: padded on the left
     assert [0, ids["loved"], ids["story"]] in x.tolist()
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, tiny_overrides
 from omegaconf import OmegaConf
 
 from cerebral import claims
@@ -15,7 +16,6 @@ from cerebral.config import ConfigError, compose
 from cerebral.curves import Run, band, find_runs, mean_curve
 from cerebral.plots import write_figures
 from cerebral.train import train
-from conftest import ROOT, tiny_overrides
 
 PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 TINY = ["model.state_size=8", "train.steps_per_epoch=2", "train.batch_size=4", "train.epochs=2", "device=cpu"]
@@ -153,3 +153,17 @@ def test_a_seed_sweep_through_joblib(data_dir, tmp_path):
     # The same run trained in-process gives the same curve: the launcher changes nothing else.
     direct = train(compose(f"data.dir={data_dir}", f"out_dir={tmp_path / 'direct'}", *TINY, "seed=3"))
     assert find_runs(runs_dir)["cerebral_lstm"][0].losses == direct
+
+
+def test_a_preset_runs_its_sweep_without_dash_m(data_dir, tmp_path):
+    command = [sys.executable, "-m", "cerebral.train", "experiment=seeds", "model=single_lstm", "seed=0,1", "debug=tiny",
+               f"data.dir={data_dir}", f"runs_dir={tmp_path}", f"hydra.sweep.dir={tmp_path}/multirun"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "single_lstm").iterdir()) == ["seed0", "seed1"]
+
+
+def test_the_debug_preset_is_a_run_of_seconds_in_its_own_folder():
+    cfg = compose("debug=tiny", "model=stacked_lstm")
+    assert (cfg.model.state_size, cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.batch_size) == (16, 2, 3, 8)
+    assert cfg.device == "cpu" and cfg.out_dir == "results/debug/stacked_lstm/seed0"

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT
+from test_seqdata import imdb_csv, write_mnist  # noqa: F401 (imdb_csv is a fixture)
 
 from cerebral.config import ConfigError, compose
 from cerebral.curves import find_runs
 from cerebral.data import DataError
 from cerebral.tasks import SequenceClassifier, make_task
 from cerebral.train import train
-from conftest import ROOT
-from test_seqdata import imdb_csv, write_mnist  # noqa: F401 (imdb_csv is a fixture)
 
 CORES = ["single_lstm", "stacked_lstm", "cerebral_lstm", "novo_lstm"]
 
@@ -32,7 +32,8 @@ def metrics(run_dir):
 @pytest.mark.parametrize("model", CORES)
 def test_every_core_learns_digits_read_row_by_row(model, tmp_path):
     run = tmp_path / "run"
-    losses = train(compose("task=digits", f"model={model}", *tiny(run, "train.epochs=6", "train.batch_size=128", "optim.lr=0.02")))
+    overrides = tiny(run, "train.epochs=6", "train.batch_size=128", "optim.lr=0.02")
+    losses = train(compose("task=digits", f"model={model}", *overrides))
     rows = metrics(run)
     assert [float(r["train_loss"]) for r in rows] == losses
     assert losses[-1] < losses[0] < 2.5  # from about ln(10) = 2.30 downwards

@@ -9,20 +9,26 @@ import time
 
 import pytest
 import torch
+from conftest import ROOT, tiny_overrides
 from omegaconf import OmegaConf
 
 from cerebral.config import ConfigError, compose
+from cerebral.errors import CheckpointError, TrainingDiverged
 from cerebral.losslog import read_losses
-from cerebral.train import CHECKPOINT, TrainingDiverged, train
-from conftest import ROOT, tiny_overrides
+from cerebral.rundir import CHECKPOINT
+from cerebral.train import train
 
 
 @pytest.mark.parametrize("model", ["single_lstm", "stacked_lstm", "cerebral_lstm"])
-def test_a_tiny_run_writes_the_published_format_and_its_records(model, data_dir, tmp_path):
+def test_a_tiny_run_writes_the_published_format_and_its_records(model, data_dir, tmp_path, recorded_steps):
     run = tmp_path / "run"
     losses = train(compose(*tiny_overrides(data_dir, run, f"model={model}")))
     text = (run / "loss.txt").read_text()
     assert re.fullmatch(r"(\[\d+\] loss : \d+\.\d+(e-?\d+)?\n){2}", text)
+    # each epoch's line is the mean of the losses its 3 steps returned, recorded as they ran
+    steps = [s["loss"] for s in recorded_steps]
+    assert len(steps) == 6 and all(len(s["batch"][0]) == 8 for s in recorded_steps)
+    assert read_losses(run / "loss.txt") == pytest.approx([sum(steps[:3]) / 3, sum(steps[3:]) / 3], rel=1e-12, abs=0)
     assert read_losses(run / "loss.txt") == losses and len(losses) == 2
     assert 2.0 < losses[0] < 5.0  # near ln(89) = 4.49 at the start
     with open(run / "metrics.csv") as f:
@@ -34,13 +40,16 @@ def test_a_tiny_run_writes_the_published_format_and_its_records(model, data_dir,
     assert (run / CHECKPOINT).exists() and (run / "run.json").exists()
 
 
-def test_shuffled_pass_epochs_cover_the_data_once(data_dir, tmp_path):
+def test_shuffled_pass_epochs_cover_the_data_once(data_dir, tmp_path, recorded_steps):
     cfg = compose(*tiny_overrides(data_dir, tmp_path / "run", "train=pass", "train.batch_size=4096",
-                                         "train.epochs=1", "train.steps_per_epoch=null"))
+                                         "train.epochs=2", "train.steps_per_epoch=null"))
     train(cfg)
-    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
-    chars = float(rows[0]["chars_per_second"]) * float(rows[0]["seconds"])
-    assert round(chars) == (15259 // 4096) * 4096 * 20
+    steps = 15259 // 4096
+    epochs = [[i for s in recorded_steps[e * steps:(e + 1) * steps] for i in s["batch"][0].tolist()] for e in range(2)]
+    assert len(recorded_steps) == 2 * steps and all(len(s["batch"][0]) == 4096 for s in recorded_steps)
+    for seen in epochs:  # the sequences the steps trained on: (n // batch) * batch of them, none twice
+        assert len(seen) == len(set(seen)) == steps * 4096 and 0 <= min(seen) and max(seen) < 15259
+    assert epochs[0] != epochs[1]  # a new order every epoch
 
 
 def test_extending_a_run_equals_an_uninterrupted_run_bit_for_bit(data_dir, tmp_path):
@@ -111,7 +120,7 @@ def test_a_checkpoint_of_another_format_is_refused(data_dir, tmp_path):
     state = torch.load(run / CHECKPOINT, weights_only=True)
     del state["format"]
     torch.save(state, run / CHECKPOINT)
-    with pytest.raises(ConfigError, match="written by another version of this code"):
+    with pytest.raises(CheckpointError, match="written by another version of this code"):
         train(compose(*tiny_overrides(data_dir, run, "train.epochs=2")))
 
 

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_close_nested, assert_same_gradients, layer_bias, random_cerebral_state
 
 from cerebral import CerebralLSTM
 from cerebral.config import ConfigError, check_config, compose
 from cerebral.cores import CerebralLSTMPrinted, NovoLSTM
 from cerebral.models import build_model, parameter_count
-from conftest import assert_close_nested, layer_bias, random_cerebral_state
 
 sigma, tanh = torch.sigmoid, torch.tanh
 
@@ -26,12 +26,6 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-def functional(core):
-    """core's forward as a function of (input, state, *parameters), for gradcheck."""
-    names = [n for n, _ in core.named_parameters()]
-    return lambda x, state, *params: torch.func.functional_call(core, dict(zip(names, params)), (x, state))
-
-
 # --- The Cerebral LSTM with the printed cell equation -------------------------------------------
 
 def reference_printed_cerebral(core, x, state):
@@ -42,10 +36,11 @@ def reference_printed_cerebral(core, x, state):
     names = ["ui", "li", "uf", "lf", "uo", "lo", "uc", "lc"]
     hs, cus, cls = [], [], []
     for k in range(core.num_layers):
-        Wx = dict(zip(names, getattr(core, f"weight_ih_l{k}").chunk(8)))
-        Wh = dict(zip(names, getattr(core, f"weight_hh_l{k}").chunk(8)))
-        b = dict(zip(names, layer_bias(core, k).chunk(8))) if core.bias else dict.fromkeys(names, 0.0)
-        a = lambda g, x_t, h: x_t @ Wx[g].T + h @ Wh[g].T + b[g]
+        Wx = dict(zip(names, getattr(core, f"weight_ih_l{k}").chunk(8), strict=True))
+        Wh = dict(zip(names, getattr(core, f"weight_hh_l{k}").chunk(8), strict=True))
+        b = dict(zip(names, layer_bias(core, k).chunk(8), strict=True)) if core.bias else dict.fromkeys(names, 0.0)
+        def a(g, x_t, h, Wx=Wx, Wh=Wh, b=b):
+            return x_t @ Wx[g].T + h @ Wh[g].T + b[g]
         h = h0[k]
         outputs = []
         for x_t in x:
@@ -94,19 +89,23 @@ def test_printed_cerebral_ignores_the_initial_cell_state(float64):
     assert not torch.allclose(recurrent(x, (h0, cells_a))[0], recurrent(x, (h0, cells_b))[0])
 
 
-def test_printed_cerebral_gradcheck(float64):
+@pytest.mark.parametrize("bias", [True, False])
+def test_printed_cerebral_gradients_are_those_of_the_printed_equations(float64, bias):
     torch.manual_seed(12)
-    core = CerebralLSTMPrinted(3, 2, num_layers=2, batch_first=True)
-    x = torch.randn(2, 3, 3, requires_grad=True)
-    h0, (cu, cl) = random_cerebral_state(2, 2, 2)
+    core = CerebralLSTMPrinted(3, 4, num_layers=2, bias=bias, batch_first=True)
+    x = torch.randn(2, 5, 3, requires_grad=True)
+    h0, (cu, cl) = random_cerebral_state(2, 2, 4)
     h0.requires_grad_()
-    run = functional(core)
 
-    def outputs(x, h0, *params):
-        out, (h, (U_c, L_c)) = run(x, (h0, (cu, cl)), *params)
+    def run(x, h0, *params):
+        out, (h, (U_c, L_c)) = core(x, (h0, (cu, cl)))
+        return out.transpose(0, 1), h, U_c, L_c
+
+    def printed(x, h0, *params):
+        out, (h, (U_c, L_c)) = reference_printed_cerebral(core, x.transpose(0, 1), (h0, (cu, cl)))
         return out, h, U_c, L_c
 
-    assert torch.autograd.gradcheck(outputs, (x, h0, *core.parameters()))
+    assert_same_gradients(run, printed, (x, h0, *core.parameters()))
 
 
 # --- NovoLSTM ------------------------------------------------------------------------------------
@@ -160,21 +159,28 @@ def test_novo_lstm_matches_its_equations(float64):
     assert output.shape == (3, 6, 4) and final[0].shape == final[1].shape == (2, 3, 4)
     assert_close_nested(output.transpose(0, 1), expected_output)
     assert_close_nested(final, expected_final)
-    assert getattr(core, "weight_ih_l0").shape == (20, 5) and getattr(core, "weight_hh_l1").shape == (20, 4)
+    assert core.weight_ih_l0.shape == (20, 5) and core.weight_hh_l1.shape == (20, 4)
 
 
-def test_novo_lstm_gradcheck(float64, one_thread):
+def test_novo_lstm_gradients_are_those_of_its_equations(float64, one_thread):
     torch.manual_seed(14)
-    core = NovoLSTM(3, 2, num_layers=2, bias=True, batch_first=True)
-    x = torch.randn(2, 3, 3, requires_grad=True)
-    h0, c0 = torch.randn(2, 2, 2, requires_grad=True), torch.randn(2, 2, 2, requires_grad=True)
-    run = functional(core)
+    core = NovoLSTM(3, 4, num_layers=2, bias=True, batch_first=True)
+    with torch.no_grad():  # LayerNorm away from its identity start, so its scale and shift count
+        for k in range(2):
+            getattr(core, f"norm_weight_l{k}").uniform_(0.5, 1.5)
+            getattr(core, f"norm_bias_l{k}").uniform_(-0.5, 0.5)
+    x = torch.randn(2, 5, 3, requires_grad=True)
+    h0, c0 = torch.randn(2, 2, 4, requires_grad=True), torch.randn(2, 2, 4, requires_grad=True)
 
-    def outputs(x, h0, c0, *params):
-        out, (h, c) = run(x, (h0, c0), *params)
+    def run(x, h0, c0, *params):
+        out, (h, c) = core(x, (h0, c0))
+        return out.transpose(0, 1), h, c
+
+    def equations(x, h0, c0, *params):
+        out, (h, c) = reference_novo_lstm(core, x.transpose(0, 1), (h0, c0))
         return out, h, c
 
-    assert torch.autograd.gradcheck(outputs, (x, h0, c0, *core.parameters()))
+    assert_same_gradients(run, equations, (x, h0, c0, *core.parameters()))
 
 
 def test_novo_lstm_layer_norm_starts_as_identity_and_learns():

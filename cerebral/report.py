@@ -1,0 +1,260 @@
+"""The comparison report of a runs folder (`make compare RUNS=DIR`, `scripts/compare.py`).
+
+For the character models: the paper's claims judged on the published curves and on our runs,
+each run's record (device, precision, seed, commit, settings, wall time), the distance to the
+published curves, held-out loss, figures and generated text. For a folder of classification runs
+(task=digits|mnist|imdb): test accuracy per core and seed. Everything in the report comes from the
+runs' own files except the one "Generated" line, so re-running it on committed runs reproduces it.
+"""
+
+import json
+import math
+from datetime import datetime, timezone
+
+import torch
+
+from cerebral import claims
+from cerebral import data as chardata
+from cerebral.atomic import write_text_atomic
+from cerebral.config import complete
+from cerebral.curves import label, load_comparison, mean_curve, run_task
+from cerebral.models import build_model, parameter_count
+from cerebral.plots import FIGURES
+
+
+def fmt(value, digits=4):
+    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def generated(runs_dir):
+    """The report's one line that is not a function of the runs' files."""
+    return f"Generated: {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `scripts/compare.py --runs {runs_dir}`"
+
+
+def figure_links(out_dir, titles):
+    """Markdown links to those of the figures {name: title} that exist in out_dir/figures."""
+    return [f"- [{title}](figures/{name}.png)" for name, title in titles.items()
+            if (out_dir / "figures" / f"{name}.png").exists()]
+
+
+def count(n):
+    return "-" if n is None else f"{n:,}"
+
+
+def parameters(run, vocab_size):
+    """The run's parameter count: as recorded in run.json, else rebuilt (without memory) from its config."""
+    if run.parameters is None and run.config:
+        with torch.device("meta"):
+            return parameter_count(build_model(complete(run.config).model, vocab_size))
+    return run.parameters
+
+
+def runs_section(runs, counts):
+    lines = ["| model | parameters | seed | epochs | device | precision | torch | commit | wall time | key settings |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for model, model_runs in runs.items():
+        for run in model_runs:
+            session = run.session
+            cfg = run.config
+            settings = (f"state {cfg['model']['state_size']}, batch {cfg['train']['batch_size']}, "
+                        f"{cfg['train']['steps_per_epoch'] or 'pass'} steps/epoch, lr {cfg['optim']['lr']}, "
+                        f"init {cfg['model']['init']}") if cfg else "-"
+            hours = f"{run.seconds / 3600:.2f} h" if run.seconds is not None else "-"
+            commit = (session.get("git_commit") or "-")[:12]
+            lines.append(f"| {model} | {count(counts[model])} | {run.seed} | {len(run.losses)} | {session.get('device', '-')} | "
+                         f"{run.precision} | {session.get('torch', '-')} | {commit} | {hours} | {settings} |")
+    return "\n".join(lines)
+
+
+def stats_section(stats):
+    lines = ["| model | common epochs | mean abs diff | max abs diff (epoch) | final-loss ratio |", "|---|---|---|---|---|"]
+    for model, row in stats.items():
+        if "common_epochs" in row:
+            lines.append(f"| {model} | {row['common_epochs']} | {row['mean_abs_diff']:.4f} | "
+                         f"{row['max_abs_diff']:.4f} ({row['max_abs_diff_epoch']}) | {row['final_ratio']:.4f} |")
+    levels = " | ".join(f"loss <= {level}" for level in claims.LEVELS)
+    reach = [f"| model | curve | {levels} |", "|---|---|" + "---|" * len(claims.LEVELS)]
+    for model, row in stats.items():
+        for source in ("published", "ours"):
+            epochs = row.get(f"epochs_to_reach_{source}")
+            if epochs:
+                cells = " | ".join(fmt(epochs[str(level)]) for level in claims.LEVELS)
+                reach.append(f"| {model} | {source} ({row[f'epochs_{source}']} epochs) | {cells} |")
+    return ("\n".join(lines) if len(lines) > 2 else "No runs of ours to compare yet."), "\n".join(reach)
+
+
+def held_out(runs):
+    """Per model with held-out loss: its last epoch's mean and range over seeds, and the best epoch."""
+    rows = {}
+    for model, model_runs in runs.items():
+        curve = mean_curve(model_runs, "val_loss")
+        if curve:
+            finals = [r.metric("val_loss")[len(curve) - 1] for r in model_runs]
+            best = min(range(len(curve)), key=curve.__getitem__)
+            rows[model] = {"epochs": len(curve), "seeds": len(model_runs), "final": curve[-1], "final_min": min(finals),
+                           "final_max": max(finals), "final_bpc": curve[-1] / math.log(2), "best_epoch": best,
+                           "best": curve[best], "train_final": mean_curve(model_runs)[len(curve) - 1]}
+    return rows
+
+
+def held_out_section(rows):
+    lines = ["| model | seeds | epochs | held-out loss, last epoch (min-max) | bits/char | training loss, last epoch | "
+             "best held-out (epoch) |", "|---|---|---|---|---|---|---|"]
+    for model, r in rows.items():
+        lines.append(f"| {model} | {r['seeds']} | {r['epochs']} | {r['final']:.4f} ({r['final_min']:.4f}-{r['final_max']:.4f}) "
+                     f"| {r['final_bpc']:.4f} | {r['train_final']:.4f} | {r['best']:.4f} ({r['best_epoch']}) |")
+    return "\n".join(lines)
+
+
+def report(runs_dir, out_dir, runs, verdicts, stats, counts, per_seed):
+    distance, reach = stats_section(stats)
+    figures = figure_links(out_dir, {**{name: title for name, (title, _) in FIGURES.items()},
+                                     "study": "Our runs over their own epochs", "held_out": "Held-out loss"})
+    samples = []
+    for model, model_runs in runs.items():
+        for run in model_runs:
+            if run.sample:
+                s = run.sample
+                samples.append(f"**{label(model)}**, seed {run.seed} (prime {s['prime']!r}, temperature "
+                               f"{s['temperature']}, sampling seed {s['seed']}):\n\n```\n{s['text']}\n```")
+    rules = "\n".join(f"- {claim}: {rule}" for claim, rule in claims.RULES.items())
+    seeds = sorted({r.seed for rs in runs.values() for r in rs})
+    parts = [
+        "# Cerebral LSTM reproduction: report",
+        generated(runs_dir),
+        "## Our runs",
+        (f"Seeds: {', '.join(map(str, seeds))}. With several seeds, the claims use each model's mean curve, "
+         "and the last column counts the seeds whose own curves bear the claim out.\n\n"
+         + runs_section(runs, counts)) if runs else "None yet: the claims below use the published curves alone.",
+        "## The paper's claims",
+        claims.claims_table(verdicts["published"], verdicts.get("ours"), per_seed),
+        f"A verdict needs {claims.PAPER_EPOCHS} epochs of the models it names (C5: the two-stacked curve "
+        f"up to {claims.STACKED_EPOCHS}); shorter curves say \"not judgeable yet\". What \"about\" means here:\n\n{rules}",
+        "## Distance to the published curves",
+        distance,
+        "Epochs each curve needs to reach a loss (first epoch at or below it; - : not reached):\n\n" + reach,
+    ]
+    rows = held_out(runs)
+    if rows:
+        parts += ["## Held-out loss", "Loss on the held-out block of sequences (`data.val_fraction`), "
+                  "mean over seeds; bits per character = nats / ln 2.\n\n" + held_out_section(rows)]
+    if figures:
+        parts += ["## Figures", "\n".join(figures)]
+    if samples:
+        parts += ["## Generated text (Table 3 of the paper)", "\n\n".join(samples)]
+    return "\n\n".join(parts) + "\n"
+
+
+def accuracy(run):
+    """Last-epoch and best test accuracy of a classification run, with the best epoch."""
+    curve = run.metric("test_accuracy")
+    best = max(range(len(curve)), key=curve.__getitem__)
+    return {"seed": run.seed, "epochs": len(curve), "final": curve[-1], "best": curve[best], "best_epoch": best,
+            "test_loss": run.metric("test_loss")[-1], "seconds": run.seconds, "precision": run.precision}
+
+
+def classification_report(runs_dir, out_dir, runs, task, counts):
+    """REPORT.md text and report.json data for classification runs: test accuracy per core and seed."""
+    results = {model: [accuracy(r) for r in model_runs] for model, model_runs in runs.items()}
+    summary = ["| model | parameters | seeds | test accuracy, last epoch: mean (min-max) | best test accuracy: mean |",
+               "|---|---|---|---|---|"]
+    per_seed = ["| model | seed | epochs | test accuracy, last epoch | best (epoch) | test loss | device | precision | commit "
+                "| wall time |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for model, rows in results.items():
+        finals = [r["final"] for r in rows]
+        summary.append(f"| {model} | {count(counts[model])} | {len(rows)} | {sum(finals) / len(finals):.2%} "
+                       f"({min(finals):.2%}-{max(finals):.2%}) | {sum(r['best'] for r in rows) / len(rows):.2%} |")
+        for run, r in zip(runs[model], rows, strict=True):
+            session = run.session
+            per_seed.append(f"| {model} | {r['seed']} | {r['epochs']} | {r['final']:.2%} | {r['best']:.2%} ({r['best_epoch']}) "
+                            f"| {r['test_loss']:.4f} | {session.get('device', '-')} | {run.precision} "
+                            f"| {(session.get('git_commit') or '-')[:12]} "
+                            f"| {fmt(r['seconds'], 0)} s |")
+    figures = figure_links(out_dir, {"test_accuracy": "Test accuracy per epoch", "train_loss": "Training loss per epoch"})
+    parts = [f"# Sequence classification, task={task}: report", generated(runs_dir),
+             "## Test accuracy per core", "\n".join(summary), "## Every run", "\n".join(per_seed)]
+    if figures:
+        parts += ["## Figures", "\n".join(figures)]
+    return "\n\n".join(parts) + "\n", {"task": task, "parameters": counts, "accuracy": results}, "\n".join(summary)
+
+
+def claims_report(runs_dir, data_dir, out_dir, published, runs, ours):
+    """REPORT.md text, report.json data and the claims table for character-model runs."""
+    verdicts = {"published": claims.judge_all(published)}
+    if ours:
+        verdicts["ours"] = claims.judge_all(ours)
+    stats = claims.curve_stats(ours, published)
+    per_seed = claims.judge_per_seed(runs) if len({r.seed for rs in runs.values() for r in rs}) > 1 else None
+    vocab_size = len(chardata.load_metadata(chardata.verified_path(data_dir, "data/metadata.pkl"))["idx2ch"])
+    counts = {model: parameters(model_runs[0], vocab_size) for model, model_runs in runs.items()}
+    text = report(runs_dir, out_dir, runs, verdicts, stats, counts, per_seed)
+    data = {"claims": {k: claims.as_json(v) for k, v in verdicts.items()}, "stats": stats,
+            "claims_per_seed": {seed: claims.as_json(v) for seed, v in (per_seed or {}).items()},
+            "parameters": counts, "held_out": held_out(runs),
+            "runs": {m: [{"seed": r.seed, "epochs": len(r.losses), "precision": r.precision,
+                          "path": str(r.path.relative_to(runs_dir))}
+                         for r in rs] for m, rs in runs.items()}}
+    return text, data, claims.claims_table(verdicts["published"], verdicts.get("ours"), per_seed)
+
+
+
+def write_report(runs_dir, out_dir, data_dir):
+    """Write REPORT.md and report.json for the runs under `runs_dir` into `out_dir`; return the
+    table to print (the claims, or the accuracy per core). Exits with one line for bad files."""
+    published, runs, ours = load_comparison(runs_dir, data_dir)
+    task = run_task(runs)
+    if task == "charlm":
+        text, data, table = claims_report(runs_dir, data_dir, out_dir, published, runs, ours)
+    else:
+        counts = {model: model_runs[0].parameters for model, model_runs in runs.items()}
+        text, data, table = classification_report(runs_dir, out_dir, runs, task, counts)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "REPORT.md", text)
+    write_text_atomic(out_dir / "report.json", json.dumps(data, indent=2) + "\n")
+    return table
+
+
+# How close a run in another precision must stay to its fp32 twin (the verdict issue's bounds):
+# mean |difference| over the common epochs, and for the two-stacked model, whose exit from the
+# plateau near 3.5 moves with any perturbation, the epoch it first reaches a loss of 3.0.
+FIDELITY_MEAN = {"single_lstm": 0.01, "cerebral_lstm": 0.01, "stacked_lstm": 0.03}
+FIDELITY_LEVEL, FIDELITY_EPOCHS, FIDELITY_PUBLISHED = 3.0, 3, 0.01
+
+
+def fidelity(ours, reference, published):
+    """Per model in both {model: losses}: how far `ours` (e.g. bf16) lies from `reference`
+    (fp32) over their common epochs, and whether each distance to the published curve moved."""
+    rows = {}
+    for model in [m for m in ours if m in reference]:
+        n = min(len(ours[model]), len(reference[model]))
+        a, b = ours[model][:n], reference[model][:n]
+        diffs = [abs(x - y) for x, y in zip(a, b, strict=True)]
+        p = published.get(model, [])[:n]
+
+        def distance(curve, p=p):
+            return sum(abs(x - y) for x, y in zip(curve, p, strict=False)) / len(p) if p else None
+
+        first_a, first_b = claims.first_at_or_below(a, FIDELITY_LEVEL), claims.first_at_or_below(b, FIDELITY_LEVEL)
+        row = {"epochs": n, "mean_abs_diff": sum(diffs) / n, "max_abs_diff": max(diffs),
+               "max_abs_diff_epoch": diffs.index(max(diffs)), "first_at_3": first_a, "reference_first_at_3": first_b,
+               "distance_to_published": distance(a), "reference_distance_to_published": distance(b)}
+        checks = [row["mean_abs_diff"] <= FIDELITY_MEAN.get(model, 0.01)]
+        if model == "stacked_lstm":
+            checks.append(first_a is not None and first_b is not None and abs(first_a - first_b) <= FIDELITY_EPOCHS)
+        if p:
+            checks.append(abs(row["distance_to_published"] - row["reference_distance_to_published"]) <= FIDELITY_PUBLISHED)
+        row["passes"] = all(checks)
+        rows[model] = row
+    return rows
+
+
+def fidelity_table(rows, name, reference_name):
+    lines = [f"| model | epochs | mean abs diff {name} - {reference_name} (bound) | max (epoch) | first epoch <= 3.0: "
+             f"{name} / {reference_name} | mean distance to published: {name} / {reference_name} | passes |",
+             "|---|---|---|---|---|---|---|"]
+    for model, r in rows.items():
+        lines.append(f"| {model} | {r['epochs']} | {r['mean_abs_diff']:.4f} ({FIDELITY_MEAN.get(model, 0.01)}) | "
+                     f"{r['max_abs_diff']:.4f} ({r['max_abs_diff_epoch']}) | {fmt(r['first_at_3'])} / "
+                     f"{fmt(r['reference_first_at_3'])} | {fmt(r['distance_to_published'])} / "
+                     f"{fmt(r['reference_distance_to_published'])} | {'yes' if r['passes'] else 'no'} |")
+    return "\n".join(lines)

@@ -1,0 +1,74 @@
+"""The pieces of a training step, shared by the training loop, the plan of `make reproduce`, the
+benchmark and the numerics fingerprint: the batch draw, the optimizer and its schedule, one
+step at a precision, and the name of the device it ran on."""
+
+import platform
+from pathlib import Path
+
+import torch
+
+from cerebral.precision import autocast
+
+
+class BatchSampler:
+    """Batches of sequence indices for one epoch, from a generator of its own (saved in the
+    checkpoint, so a resumed run draws the same batches).
+
+    random_batches: every step draws `batch_size` sequences uniformly without replacement,
+    independently of the other steps (docs/PROTOCOL.md, P2). shuffled_pass: one permutation per
+    epoch, cut into len // batch_size batches.
+    """
+
+    def __init__(self, num_sequences, train_cfg, seed):
+        self.n, self.batch, self.sampling = num_sequences, train_cfg.batch_size, train_cfg.sampling
+        self.steps = (train_cfg.steps_per_epoch if self.sampling == "random_batches"
+                      else num_sequences // self.batch)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def epoch(self):
+        if self.sampling == "random_batches":
+            for _ in range(self.steps):
+                yield torch.randperm(self.n, generator=self.generator)[: self.batch]
+        else:
+            order = torch.randperm(self.n, generator=self.generator)
+            yield from order[: self.steps * self.batch].view(self.steps, self.batch)
+
+
+def make_optimizer(cfg, params):
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr)
+    return torch.optim.Adagrad(params, lr=cfg.lr, initial_accumulator_value=cfg.initial_accumulator_value)
+
+
+def make_scheduler(cfg, optimizer):
+    """The learning rate times `lr_decay_factor` every `lr_decay_every` epochs, or None."""
+    if cfg.lr_decay_every is None:
+        return None
+    return torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_decay_every, cfg.lr_decay_factor)
+
+
+def train_step(model, optimizer, loss_fn, *batch, precision="fp32"):
+    """One optimizer step on the loss `loss_fn(model, *batch)`, its forward pass at `precision`."""
+    with autocast(precision, next(model.parameters()).device):
+        loss = loss_fn(model, *batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def cpu_model():
+    """The processor's model name (e.g. "AMD EPYC 9R14"): timings and bit patterns depend on it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} CPU"
+
+
+def device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_model()}, {torch.get_num_threads()} threads"

@@ -1,0 +1,38 @@
+"""How far runs in another precision lie from their fp32 twins, and from the published curves:
+
+    python scripts/fidelity.py --runs results/paper-bf16 --reference results/paper-cpu
+
+Prints the table and writes it to FIDELITY.md in the runs folder (`cerebral.report.fidelity`
+holds the bounds: mean |bf16 - fp32| <= 0.01, 0.03 for the two-stacked model with its first
+epoch at or below 3.0 within 3 epochs, and each distance to the published curve within 0.01).
+"""
+
+import argparse
+from pathlib import Path
+
+from cerebral import data as chardata
+from cerebral.atomic import write_text_atomic
+from cerebral.curves import load_comparison
+from cerebral.report import fidelity, fidelity_table
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, required=True, help="the runs to judge (e.g. bf16)")
+    parser.add_argument("--reference", type=Path, required=True, help="their fp32 twins")
+    parser.add_argument("--data", type=Path, default=chardata.DEFAULT_DIR)
+    parser.add_argument("--name", default="bf16")
+    parser.add_argument("--reference-name", default="fp32")
+    args = parser.parse_args(argv)
+    published, runs, ours = load_comparison(args.runs, args.data)
+    _, _, reference = load_comparison(args.reference, args.data)
+    table = fidelity_table(fidelity(ours, reference, published), args.name, args.reference_name)
+    text = (f"# {args.name} against {args.reference_name}\n\n`python scripts/fidelity.py --runs {args.runs} "
+            f"--reference {args.reference}`: {args.runs} against {args.reference}, over their common epochs.\n\n"
+            f"{table}\n")
+    write_text_atomic(args.runs / "FIDELITY.md", text)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

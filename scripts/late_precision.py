@@ -1,0 +1,96 @@
+"""How much bf16 moves a curve late in training, where the paper's claims are decided:
+
+    python scripts/late_precision.py continue ~/runs/cerebral_epoch480 --epochs 10 --out results/late-precision
+    python scripts/late_precision.py evaluate results/paper/*/seed0
+
+`continue` trains a saved run on from its checkpoint for --epochs more epochs, once in fp32 and
+once in bf16, into OUT/fp32 and OUT/bf16 (the same state, the same batches), and prints both
+curves and their difference. `evaluate` computes each run's loss on the same fixed batches
+(20 x 128 sequences drawn with seed 1234) in fp32 and in bf16. Both write a markdown table
+(OUT/LATE.md for continue; with --out, OUT/EVALUATE.md for evaluate).
+"""
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from cerebral import rundir
+from cerebral.atomic import write_text_atomic
+from cerebral.errors import USER_ERRORS
+from cerebral.generate import load_trained
+from cerebral.precision import PRECISIONS, autocast
+from cerebral.tasks import char_lm_loss, make_task
+from cerebral.train import train
+
+EVAL_BATCHES, EVAL_BATCH_SIZE, EVAL_SEED = 20, 128, 1234
+
+
+def continue_in_each_precision(source, epochs, out):
+    """{precision: losses of the epochs trained after the source's checkpoint}, and the epoch it starts from."""
+    state = rundir.read_checkpoint(Path(source) / rundir.CHECKPOINT)
+    start = len(state["history"])
+    curves = {}
+    for precision in PRECISIONS:
+        run_dir = out / precision
+        cfg = rundir.saved_config(source)
+        OmegaConf.update(cfg, "train.precision", precision)
+        OmegaConf.update(cfg, "train.epochs", start + epochs)
+        OmegaConf.update(cfg, "out_dir", str(run_dir))
+        if not (run_dir / rundir.CHECKPOINT).exists():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(source) / rundir.CHECKPOINT, run_dir / rundir.CHECKPOINT)
+            write_text_atomic(run_dir / rundir.CONFIG, OmegaConf.to_yaml(cfg))
+        curves[precision] = train(cfg)[start:]
+    return curves, start
+
+
+@torch.no_grad()
+def fixed_batch_loss(run_dir, precision):
+    """The run's final model's mean loss on EVAL_BATCHES fixed batches, its forward at `precision`."""
+    model, _ = load_trained(run_dir)
+    task = make_task(rundir.saved_config(run_dir))
+    order = torch.randperm(len(task), generator=torch.Generator().manual_seed(EVAL_SEED))
+    batches = order[: EVAL_BATCHES * EVAL_BATCH_SIZE].view(EVAL_BATCHES, -1)
+    with autocast(precision, "cpu"):
+        losses = [char_lm_loss(model, task.inputs[b], task.targets[b]).item() for b in batches]
+    return sum(losses) / len(losses)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    cont = commands.add_parser("continue", help="train a saved run on in fp32 and in bf16")
+    cont.add_argument("source", type=Path, help="a run folder (or a copy of one) with its checkpoint")
+    cont.add_argument("--epochs", type=int, default=10)
+    cont.add_argument("--out", type=Path, required=True)
+    evaluate = commands.add_parser("evaluate", help="each run's final loss on fixed batches in fp32 and bf16")
+    evaluate.add_argument("runs", type=Path, nargs="+")
+    evaluate.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "continue":
+            curves, start = continue_in_each_precision(args.source, args.epochs, args.out)
+            lines = ["| epoch | fp32 | bf16 | bf16 - fp32 |", "|---|---|---|---|"]
+            for i, (a, b) in enumerate(zip(curves["fp32"], curves["bf16"], strict=True)):
+                lines.append(f"| {start + i} | {a:.5f} | {b:.5f} | {b - a:+.5f} |")
+            table, name = "\n".join(lines), "LATE.md"
+        else:
+            lines = ["| run | fp32 | bf16 | bf16 - fp32 |", "|---|---|---|---|"]
+            for run in args.runs:
+                a, b = (fixed_batch_loss(run, precision) for precision in PRECISIONS)
+                lines.append(f"| {run} | {a:.5f} | {b:.5f} | {b - a:+.5f} |")
+            table, name = "\n".join(lines), "EVALUATE.md"
+    except USER_ERRORS as e:
+        sys.exit(f"error: {e}")
+    print(table)
+    if args.out:
+        command = " ".join(map(str, sys.argv[1:] if argv is None else argv))
+        write_text_atomic(args.out / name, f"`python scripts/late_precision.py {command}`\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""The run directory: a corrupt checkpoint, a moved folder, a folder of the previous commit, the
+recorded command, and a runs folder that mixes tasks."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, tiny_overrides
+
+from cerebral import rundir
+from cerebral.config import compose, config_differences
+from cerebral.errors import CheckpointError, ConfigError
+from cerebral.report import write_report
+from cerebral.train import train
+
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def tiny(data_dir, run, *extra):
+    return compose(*tiny_overrides(data_dir, run, *extra))
+
+
+def test_a_truncated_checkpoint_is_recovered_from_the_previous_epoch(data_dir, tmp_path, capsys):
+    straight = train(tiny(data_dir, tmp_path / "straight", "train.epochs=3"))
+    run = tmp_path / "run"
+    train(tiny(data_dir, run, "train.epochs=3"))
+    checkpoint = run / rundir.CHECKPOINT
+    assert (run / rundir.PREVIOUS_CHECKPOINT).exists()
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # a copy cut short
+    assert train(tiny(data_dir, run, "train.epochs=3")) == straight
+    assert (run / "loss.txt").read_bytes() == (tmp_path / "straight" / "loss.txt").read_bytes()
+    out = capsys.readouterr().out
+    assert "cannot be read as a checkpoint" in out and "resuming from" in out and "after epoch 1" in out
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04" + b"\0" * 64])
+def test_an_unreadable_checkpoint_is_one_line_naming_the_file_and_the_fix(content, data_dir, tmp_path):
+    run = tmp_path / "run"
+    train(tiny(data_dir, run, "train.epochs=1"))
+    (run / rundir.CHECKPOINT).write_bytes(content)
+    with pytest.raises(CheckpointError, match="cannot be read as a checkpoint") as error:
+        train(tiny(data_dir, run, "train.epochs=2"))
+    assert str(run / rundir.CHECKPOINT) in str(error.value) and "Delete" in str(error.value)
+    result = subprocess.run([sys.executable, "-m", "cerebral.train", *tiny_overrides(data_dir, run, "train.epochs=2")],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("error: ") and result.stderr.strip().count("\n") == 0
+
+
+def test_a_moved_run_folder_resumes_and_extends(data_dir, tmp_path):
+    straight = train(tiny(data_dir, tmp_path / "straight", "train.epochs=3"))
+    train(tiny(data_dir, tmp_path / "here", "train.epochs=2"))
+    shutil.move(tmp_path / "here", tmp_path / "elsewhere")
+    data_copy = shutil.copytree(data_dir, tmp_path / "data", ignore=shutil.ignore_patterns("README.md"))
+    assert train(tiny(data_copy, tmp_path / "elsewhere", "train.epochs=3")) == straight
+
+
+def test_only_the_keys_that_say_where_things_are_may_change_besides_the_length():
+    saved = {"out_dir": "a", "runs_dir": "r", "train": {"epochs": 5}, "data": {"dir": "d", "mnist_dir": "m",
+                                                                             "imdb_csv": "i"}}
+    moved = {"out_dir": "b", "runs_dir": "s", "train": {"epochs": 9}, "data": {"dir": "e", "mnist_dir": "m",
+                                                                             "imdb_csv": "i"}}
+    assert config_differences(saved, moved) == []
+    other_files = {**moved, "data": {"dir": "e", "mnist_dir": "n", "imdb_csv": "j"}}
+    assert config_differences(saved, other_files) == ["data.imdb_csv: 'i' -> 'j'", "data.mnist_dir: 'm' -> 'n'"]
+
+
+def test_a_run_folder_of_the_previous_commit_resumes_with_the_same_numbers(data_dir, tmp_path):
+    """A tiny Cerebral run trained 2 epochs by commit 53a5657 (the full-length runs' start, before
+    train.precision existed), resumed here to 3: the third epoch equals the one that commit trained."""
+    run = shutil.copytree(FIXTURES / "run_53a5657", tmp_path / "run")
+    expected = (run / "loss_after_3_epochs.txt").read_text()
+    train(tiny(data_dir, run, "model=cerebral_lstm", "train.epochs=3"))
+    assert (run / "loss.txt").read_text() == expected
+
+
+def test_run_json_records_the_command_as_a_user_types_it(data_dir, tmp_path):
+    assert rundir.command_line(["/any/where/cerebral/train.py", "seed=1", "out_dir=a b"]) == \
+        "python -m cerebral.train seed=1 'out_dir=a b'"
+    assert rundir.command_line([str(ROOT / "scripts" / "reproduce.py"), "train.epochs=2"]) == \
+        "python scripts/reproduce.py train.epochs=2"
+    run = tmp_path / "run"
+    overrides = tiny_overrides(data_dir, run, "train.epochs=1")
+    subprocess.run([sys.executable, "-m", "cerebral.train", *overrides], cwd=ROOT, check=True, capture_output=True)
+    (session,) = json.loads((run / "run.json").read_text())["sessions"]
+    assert session["command"] == "python -m cerebral.train " + " ".join(overrides)
+
+
+def test_figures_and_report_refuse_a_runs_folder_that_mixes_tasks(data_dir, tmp_path):
+    runs = tmp_path / "runs"
+    train(tiny(data_dir, runs / "cerebral_lstm" / "seed0", "train.epochs=1"))
+    train(compose("task=digits", "model=single_lstm", "model.state_size=8", "train.epochs=1", "device=cpu",
+                  f"out_dir={runs / 'single_lstm' / 'seed0'}"))
+    with pytest.raises(SystemExit, match="mix the tasks charlm, digits"):
+        write_report(runs, runs, data_dir)
+    for script in ("scripts/plot.py", "scripts/compare.py"):
+        result = subprocess.run([sys.executable, script, "--runs", str(runs), "--data", str(data_dir)],
+                                cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode != 0 and "mix the tasks charlm, digits" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (runs / "REPORT.md").exists() and not (runs / "figures").exists()
+
+
+def test_a_changed_setting_is_still_refused(data_dir, tmp_path):
+    train(tiny(data_dir, tmp_path / "run", "train.epochs=1"))
+    with pytest.raises(ConfigError, match="model.state_size: 16 -> 8"):
+        train(tiny(data_dir, tmp_path / "run", "model.state_size=8"))
