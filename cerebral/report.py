@@ -10,6 +10,7 @@ runs' own files except the one "Generated" line, so re-running it on committed r
 import json
 import math
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 
@@ -17,7 +18,7 @@ from cerebral import claims
 from cerebral import data as chardata
 from cerebral.atomic import write_text_atomic
 from cerebral.config import complete
-from cerebral.curves import label, load_comparison, mean_curve, run_task
+from cerebral.curves import band, find_runs, label, load_comparison, mean_curve, run_task
 from cerebral.models import build_model, parameter_count
 from cerebral.plots import FIGURES
 
@@ -106,6 +107,36 @@ def held_out_section(rows):
     return "\n".join(lines)
 
 
+SEEDS_STUDY = Path(__file__).resolve().parents[1] / "results" / "studies" / "seeds"
+
+
+def seed_spread(runs):
+    """Per model with several seeds: the largest (highest - lowest) over its seeds' curves at any
+    common epoch, that epoch, and the number of seeds and common epochs."""
+    spread = {}
+    for model, model_runs in runs.items():
+        lowest_highest = band(model_runs)
+        if lowest_highest:
+            gaps = [hi - lo for lo, hi in zip(*lowest_highest, strict=True)]
+            worst = max(range(len(gaps)), key=gaps.__getitem__)
+            spread[model] = {"largest": gaps[worst], "epoch": worst, "seeds": len(model_runs), "epochs": len(gaps)}
+    return spread
+
+
+def single_seed_note(study=SEEDS_STUDY):
+    """What one seed can say: the seed-to-seed spread measured in the seeds study, if it is there."""
+    text = "Each verdict on our runs rests on one run (one seed) per model."
+    spread = seed_spread(find_runs(study)) if study.is_dir() else {}
+    if spread:
+        parts = [f"{label(m)} {r['largest']:.3f} (epoch {r['epoch']})" for m, r in spread.items()]
+        first = next(iter(spread.values()))
+        text += (f" How far another seed moves a curve, from the seeds study (`results/studies/seeds`, "
+                 f"{first['seeds']} seeds, the first {first['epochs']} epochs): the largest gap between seeds at any "
+                 f"epoch is {', '.join(parts)}. A claim decided by less than that could go the other way with "
+                 f"another seed; late in training the spread has not been measured.")
+    return text
+
+
 def report(runs_dir, out_dir, runs, verdicts, stats, counts, per_seed):
     distance, reach = stats_section(stats)
     figures = figure_links(out_dir, {**{name: title for name, (title, _) in FIGURES.items()},
@@ -128,6 +159,7 @@ def report(runs_dir, out_dir, runs, verdicts, stats, counts, per_seed):
          + runs_section(runs, counts)) if runs else "None yet: the claims below use the published curves alone.",
         "## The paper's claims",
         claims.claims_table(verdicts["published"], verdicts.get("ours"), per_seed),
+        *([single_seed_note()] if runs and len(seeds) == 1 else []),
         f"A verdict needs {claims.PAPER_EPOCHS} epochs of the models it names (C5: the two-stacked curve "
         f"up to {claims.STACKED_EPOCHS}); shorter curves say \"not judgeable yet\". What \"about\" means here:\n\n{rules}",
         "## Distance to the published curves",

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from cerebral import claims
+from cerebral import claims, report
 from cerebral.curves import color, find_runs, label, mean_curve, published_curves
 from cerebral.losslog import LossFileError
 from cerebral.plots import FIGURES, draw, write_figures
@@ -160,3 +160,15 @@ def test_a_committed_report_is_regenerated_from_its_files(study, data_dir, tmp_p
     def strip(text):
         return [line for line in text.splitlines() if not line.startswith("Generated: ")]
     assert strip((copy / "REPORT.md").read_text()) == strip((study / "REPORT.md").read_text())
+
+
+def test_a_single_seed_report_states_the_seed_spread_of_the_seeds_study(tmp_path):
+    study = tmp_path / "seeds"
+    for seed, losses in enumerate([[4.0, 3.0, 2.0], [4.1, 3.0, 2.05], [3.95, 3.02, 2.0]]):
+        run = study / "cerebral_lstm" / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "loss.txt").write_text("".join(f"[{i}] loss : {v}\n" for i, v in enumerate(losses)))
+    note = report.single_seed_note(study)
+    assert "one run (one seed) per model" in note and "3 seeds, the first 3 epochs" in note
+    assert "Cerebral LSTM 0.150 (epoch 0)" in note
+    assert report.single_seed_note(tmp_path / "absent") == "Each verdict on our runs rests on one run (one seed) per model."
