@@ -93,8 +93,12 @@ class _GatedRecurrence(nn.Module):
     fused = True  # False: the equation-by-equation reference path, through autograd
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0):
+                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None, *,
+                 stacked_state=False):
         super().__init__()
+        if bidirectional or proj_size:
+            raise NotImplementedError(f"{type(self).__name__} does not offer bidirectional=True or proj_size > 0 yet; "
+                                      "use bidirectional=False, proj_size=0")
         if not (isinstance(hidden_size, int) and hidden_size > 0):
             raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}")
         if not (isinstance(num_layers, int) and num_layers > 0):
@@ -103,15 +107,20 @@ class _GatedRecurrence(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        self.bidirectional, self.proj_size, self.stacked_state = False, 0, stacked_state
+        factory = {"device": device, "dtype": dtype}
         gate_width = self.num_gates * hidden_size
         for k in range(num_layers):
             layer_input = input_size if k == 0 else hidden_size
-            setattr(self, f"weight_ih_l{k}", nn.Parameter(torch.empty(gate_width, layer_input)))
-            setattr(self, f"weight_hh_l{k}", nn.Parameter(torch.empty(gate_width, hidden_size)))
+            setattr(self, f"weight_ih_l{k}", nn.Parameter(torch.empty(gate_width, layer_input, **factory)))
+            setattr(self, f"weight_hh_l{k}", nn.Parameter(torch.empty(gate_width, hidden_size, **factory)))
             if bias:
-                setattr(self, f"bias_ih_l{k}", nn.Parameter(torch.empty(gate_width)))
-                setattr(self, f"bias_hh_l{k}", nn.Parameter(torch.empty(gate_width)))
+                setattr(self, f"bias_ih_l{k}", nn.Parameter(torch.empty(gate_width, **factory)))
+                setattr(self, f"bias_hh_l{k}", nn.Parameter(torch.empty(gate_width, **factory)))
         self.reset_parameters()
+
+    def flatten_parameters(self):
+        """A no-op: code written for `nn.LSTM` calls it; these cores keep no flat weight buffer."""
 
     def reset_parameters(self):
         lstm_uniform_(self)
@@ -144,12 +153,18 @@ class _GatedRecurrence(nn.Module):
         raise NotImplementedError
 
     def _pack_state(self, h, cells):
-        """(h, c) as `nn.LSTM`, or (h, (c_1, ..., c_n)) for several cell states."""
-        return (h, cells[0]) if self.num_cells == 1 else (h, cells)
+        """(h, c) as `nn.LSTM`; with several cell states (h, (c_1, ..., c_n)), or with
+        `stacked_state` (h, c) where c holds them side by side in its last dimension."""
+        if self.num_cells == 1:
+            return h, cells[0]
+        return (h, torch.cat(cells, dim=-1)) if self.stacked_state else (h, cells)
 
     def _unpack_state(self, state):
+        """(h, cells) from either form `_pack_state` gives."""
         h, c = state
-        return h, (c,) if self.num_cells == 1 else tuple(c)
+        if self.num_cells == 1:
+            return h, (c,)
+        return h, tuple(c.chunk(self.num_cells, dim=-1)) if isinstance(c, torch.Tensor) else tuple(c)
 
     def forward(self, input, state=None):
         batched = input.dim() == 3
@@ -187,7 +202,8 @@ class _GatedRecurrence(nn.Module):
 
     def extra_repr(self):
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
-                f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}")
+                f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}"
+                + (", stacked_state=True" if self.stacked_state else ""))
 
 
 class CerebralLSTM(_GatedRecurrence):
@@ -203,11 +219,14 @@ class CerebralLSTM(_GatedRecurrence):
     (docs/MODELS.md, M2: the paper prints P_c(t) = P_f * P_Ctmp + P_i * P_Ctmp; this is the
     recurrent form of the upstream package and README, `CerebralLSTMPrinted` the printed one.)
 
-    A drop-in replacement for `nn.LSTM`: same arguments (`proj_size` and `bidirectional` are not
-    offered). Shapes, with L = num_layers, B = batch, T = time steps, H = hidden_size:
+    A drop-in replacement for `nn.LSTM`: the same arguments, `device` and `dtype` included
+    (`bidirectional` and `proj_size` only at their defaults, so far), and `flatten_parameters()`.
+    Shapes, with L = num_layers, B = batch, T = time steps, H = hidden_size:
       input: (T, B, input_size), or (B, T, input_size) with batch_first, or (T, input_size)
-      state: (h, (c_upper, c_lower)), each (L, B, H) (or (H,) per layer unbatched); zeros when omitted
-      returns output (T, B, H) (or batch-first) and the final state in the same form.
+      state: (h, (c_upper, c_lower)), each (L, B, H) (or (L, H) unbatched); zeros when omitted;
+        with `stacked_state=True` (h, c), c (L, B, 2H) holding c_upper then c_lower, so that
+        nn.LSTM idioms such as `tuple(s.detach() for s in state)` work. Either form is accepted back.
+      returns output (T, B, H) (or batch-first) and the final state in the chosen form.
     Parameters per layer k, 8H rows in gate blocks i, f, o, g (g = the candidate, P_Ctmp; unlike
     `nn.LSTM`'s i, f, g, o), each block H rows of the upper path then H of the lower:
       `weight_ih_lk` (8H, in_k), `weight_hh_lk` (8H, H), with bias `bias_ih_lk`, `bias_hh_lk` (8H)
@@ -249,13 +268,14 @@ class CerebralLSTMCell(nn.Module):
     `weight_hh` (8H, H), `bias_ih`, `bias_hh` (8H), in gate blocks i, f, o, g, each upper then
     lower path; initialised as `nn.LSTMCell`."""
 
-    def __init__(self, input_size, hidden_size, bias=True):
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
         super().__init__()
+        factory = {"device": device, "dtype": dtype}
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
-        self.weight_ih = nn.Parameter(torch.empty(8 * hidden_size, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(8 * hidden_size, hidden_size))
+        self.weight_ih = nn.Parameter(torch.empty(8 * hidden_size, input_size, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(8 * hidden_size, hidden_size, **factory))
         for name in ("bias_ih", "bias_hh"):
-            self.register_parameter(name, nn.Parameter(torch.empty(8 * hidden_size)) if bias else None)
+            self.register_parameter(name, nn.Parameter(torch.empty(8 * hidden_size, **factory)) if bias else None)
         lstm_uniform_(self)
 
     def forward(self, input, state=None):
@@ -284,11 +304,12 @@ class PostBiasLSTM(_GatedRecurrence):
     g, o); the post-activation biases `bias_cell_lk` and `bias_hidden_lk` (H)."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0):
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout)
+                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         proj_size, device, dtype)
         for k in range(num_layers):
-            setattr(self, f"bias_cell_l{k}", nn.Parameter(torch.empty(hidden_size)))
-            setattr(self, f"bias_hidden_l{k}", nn.Parameter(torch.empty(hidden_size)))
+            setattr(self, f"bias_cell_l{k}", nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype)))
+            setattr(self, f"bias_hidden_l{k}", nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype)))
         self.reset_parameters()
 
     def _post_biases(self, k):
@@ -315,11 +336,12 @@ class NovoLSTM(_GatedRecurrence):
     fused = False
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0):
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout)
+                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None):
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         proj_size, device, dtype)
         for k in range(num_layers):  # LayerNorm starts as the identity
-            setattr(self, f"norm_weight_l{k}", nn.Parameter(torch.ones(hidden_size)))
-            setattr(self, f"norm_bias_l{k}", nn.Parameter(torch.zeros(hidden_size)))
+            setattr(self, f"norm_weight_l{k}", nn.Parameter(torch.ones(hidden_size, device=device, dtype=dtype)))
+            setattr(self, f"norm_bias_l{k}", nn.Parameter(torch.zeros(hidden_size, device=device, dtype=dtype)))
 
     def reset_parameters(self):
         lstm_uniform_(self)
