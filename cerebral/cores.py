@@ -73,6 +73,11 @@ def post_bias_lstm_update(gates, c_prev, bias_cell, bias_hidden):
     return h, (c,)
 
 
+def _swap_g_and_o(tensor):
+    """Gate blocks i, f, g, o (nn.LSTM) as i, f, o, g (ours), or back: the last two blocks swapped."""
+    return tensor.view(4, -1, *tensor.shape[1:])[[0, 1, 3, 2]].reshape(tensor.shape)
+
+
 def lstm_uniform_(module):
     """`nn.LSTM`'s initialisation: every parameter uniform in +-1/sqrt(hidden_size)."""
     bound = 1.0 / math.sqrt(module.hidden_size)
@@ -314,6 +319,42 @@ class PostBiasLSTM(_GatedRecurrence):
 
     def _post_biases(self, k):
         return getattr(self, f"bias_cell_l{k}"), getattr(self, f"bias_hidden_l{k}")
+
+    def _lstm_names(self):
+        names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if self.bias else ())
+        return [f"{name}_l{k}" for k in range(self.num_layers) for name in names]
+
+    @classmethod
+    def from_lstm(cls, lstm):
+        """The PostBiasLSTM that computes exactly `lstm`'s function: its weights with the gate
+        blocks reordered from nn.LSTM's i, f, g, o to i, f, o, g, and zero post-activation biases."""
+        if lstm.bidirectional or lstm.proj_size:
+            raise ValueError("PostBiasLSTM.from_lstm: bidirectional and projected nn.LSTMs are not offered yet")
+        weight = lstm.weight_ih_l0
+        core = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias, lstm.batch_first, lstm.dropout,
+                   device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            for name in core._lstm_names():
+                getattr(core, name).copy_(_swap_g_and_o(getattr(lstm, name)))
+            for k in range(core.num_layers):
+                getattr(core, f"bias_cell_l{k}").zero_()
+                getattr(core, f"bias_hidden_l{k}").zero_()
+        return core
+
+    def to_lstm(self):
+        """The nn.LSTM with this core's function; refuses non-zero post-activation biases, which
+        nn.LSTM cannot express."""
+        for name, p in self.named_parameters():
+            if name.startswith(("bias_cell", "bias_hidden")) and p.detach().abs().max() > 0:
+                raise ValueError(f"PostBiasLSTM.to_lstm: {name} is not zero, and nn.LSTM has no biases after the "
+                                 "activations; only a core with zero bias_cell_l* and bias_hidden_l* converts")
+        weight = self.weight_ih_l0
+        lstm = nn.LSTM(self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first, self.dropout,
+                       device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            for name in self._lstm_names():
+                getattr(lstm, name).copy_(_swap_g_and_o(getattr(self, name)))
+        return lstm
 
     def step(self, gates, cells, layer):
         return post_bias_lstm_update(gates, *cells, *self._post_biases(layer))
