@@ -73,6 +73,9 @@ def post_bias_lstm_update(gates, c_prev, bias_cell, bias_hidden):
     return h, (c,)
 
 
+_UPSTREAM_GATES = ("i", "f", "o", "c")  # the package's names of our gate blocks i, f, o, g
+
+
 def _swap_g_and_o(tensor):
     """Gate blocks i, f, g, o (nn.LSTM) as i, f, o, g (ours), or back: the last two blocks swapped."""
     return tensor.view(4, -1, *tensor.shape[1:])[[0, 1, 3, 2]].reshape(tensor.shape)
@@ -244,6 +247,49 @@ class CerebralLSTM(_GatedRecurrence):
 
     def step(self, gates, cells, layer):
         return cerebral_update(gates, *cells)
+
+    @classmethod
+    @torch.no_grad()
+    def from_upstream(cls, module):
+        """Our CerebralLSTM with the function of the `cerebral-lstm` package's (1.1.1) CerebralLSTM:
+        its W_<path><gate> ([h, x] rows by H columns) split into weight_hh and weight_ih, its
+        biases as bias_ih (bias_hh zero). Time-major, as the package is."""
+        cells = list(module.layers)
+        first = cells[0]
+        core = cls(first.input_size, first.hidden_size, len(cells), bias=True,
+                   dropout=module.dropout.p if module.dropout is not None else 0.0,
+                   device=first.W_uf.device, dtype=first.W_uf.dtype)
+        hidden = first.hidden_size
+        for k, cell in enumerate(cells):
+            blocks = [getattr(cell, f"W_{path}{gate}") for gate in _UPSTREAM_GATES for path in "ul"]
+            getattr(core, f"weight_hh_l{k}").copy_(torch.cat([w[:hidden].T for w in blocks]))
+            getattr(core, f"weight_ih_l{k}").copy_(torch.cat([w[hidden:].T for w in blocks]))
+            getattr(core, f"bias_ih_l{k}").copy_(torch.cat([getattr(cell, f"b_{path}{gate}")
+                                                            for gate in _UPSTREAM_GATES for path in "ul"]))
+            getattr(core, f"bias_hh_l{k}").zero_()
+        return core
+
+    @torch.no_grad()
+    def to_upstream(self):
+        """The `cerebral-lstm` package's CerebralLSTM with this core's function (the package must be
+        installed). It takes time-major input only, so a batch_first core is refused."""
+        import cerebral_lstm
+
+        if self.batch_first:
+            raise ValueError("CerebralLSTM.to_upstream: the cerebral-lstm package takes time-major input only; "
+                             "convert a core with batch_first=False (and feed it (T, B, features))")
+        module = cerebral_lstm.CerebralLSTM(self.input_size, self.hidden_size, self.num_layers, dropout=self.dropout)
+        module.to(device=self.weight_ih_l0.device, dtype=self.weight_ih_l0.dtype)
+        hidden = self.hidden_size
+        for k, cell in enumerate(module.layers):
+            w_hh = getattr(self, f"weight_hh_l{k}").view(4, 2, hidden, -1)
+            w_ih = getattr(self, f"weight_ih_l{k}").view(4, 2, hidden, -1)
+            bias = self._layer_bias(k)
+            for g, gate in enumerate(_UPSTREAM_GATES):
+                for p, path in enumerate("ul"):
+                    getattr(cell, f"W_{path}{gate}").copy_(torch.cat([w_hh[g, p].T, w_ih[g, p].T]))
+                    getattr(cell, f"b_{path}{gate}").copy_(bias.view(4, 2, hidden)[g, p] if bias is not None else 0)
+        return module
 
     @torch.no_grad()
     def tie_paths_(self):

@@ -82,17 +82,7 @@ def test_same_outputs_as_the_upstream_package_with_its_weights():
             for name, p in cell.named_parameters():
                 if name.startswith("b_"):
                     p.uniform_(-0.3, 0.3)
-    ours = CerebralLSTM(6, 5, num_layers=2)
-    order = ["i", "f", "o", "c"]  # our gate blocks: i, f, o, c (candidate), each upper then lower
-    with torch.no_grad():
-        for k, cell in enumerate(theirs.layers):
-            W = {f"{path}{g}": getattr(cell, f"W_{path}{g}") for path in "ul" for g in order}
-            b = {f"{path}{g}": getattr(cell, f"b_{path}{g}") for path in "ul" for g in order}
-            keys = [f"{path}{g}" for g in order for path in "ul"]
-            getattr(ours, f"weight_hh_l{k}").copy_(torch.cat([W[key][:5].T for key in keys]))
-            getattr(ours, f"weight_ih_l{k}").copy_(torch.cat([W[key][5:].T for key in keys]))
-            getattr(ours, f"bias_ih_l{k}").copy_(torch.cat([b[key] for key in keys]))
-            getattr(ours, f"bias_hh_l{k}").zero_()
+    ours = CerebralLSTM.from_upstream(theirs)
     x = torch.randn(7, 3, 6)
     expected, states = theirs(x)
     output, (h, (c_upper, c_lower)) = ours(x)
@@ -101,3 +91,16 @@ def test_same_outputs_as_the_upstream_package_with_its_weights():
         torch.testing.assert_close(h[k], h_k, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(c_upper[k], uc, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(c_lower[k], lc, rtol=1e-5, atol=1e-6)
+    back = ours.to_upstream()  # and back: the same parameters, bit for bit
+    for (name, a), b in zip(theirs.named_parameters(), back.parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_to_upstream_refuses_what_the_package_cannot_take():
+    pytest.importorskip("cerebral_lstm")
+    with pytest.raises(ValueError, match="time-major input only"):
+        CerebralLSTM(3, 4, batch_first=True).to_upstream()
+    torch.manual_seed(2)
+    ours = CerebralLSTM(3, 4, num_layers=2, bias=False)
+    x = torch.randn(5, 2, 3)
+    torch.testing.assert_close(ours.to_upstream()(x)[0], ours(x)[0], rtol=1e-5, atol=1e-6)

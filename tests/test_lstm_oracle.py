@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from cerebral import PostBiasLSTM
+from cerebral import CerebralLSTM, PostBiasLSTM
+from cerebral.cores import _swap_g_and_o
 
 MODES = list(itertools.product([1, 2], [True, False], [True, False], ["batched", "unbatched"], [True, False]))
 
@@ -69,3 +70,27 @@ def test_to_lstm_round_trips_and_refuses_post_activation_biases():
         core.bias_hidden_l0.zero_()
     x = torch.randn(6, 2, 4)
     torch.testing.assert_close(core.to_lstm()(x)[0], core(x)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layers,batch_first,shape,fused", list(itertools.product([1, 2], [True, False],
+                                                                                     ["batched", "unbatched"],
+                                                                                     [True, False])))
+def test_cerebral_lstm_with_its_lower_path_shut_is_nn_lstm(layers, batch_first, shape, fused):
+    """Upper path = nn.LSTM's weights, lower output gate shut (bias -1e4: sigmoid is exactly 0 in
+    fp32), so h = U_o * tanh(U_c): the Cerebral core itself faces the oracle, forward."""
+    torch.manual_seed(layers + 2 * batch_first)
+    lstm = nn.LSTM(5, 6, layers, batch_first=batch_first)
+    core = CerebralLSTM(5, 6, layers, batch_first=batch_first)
+    core.fused = fused
+    with torch.no_grad():
+        for k in range(layers):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                ours = getattr(core, f"{name}_l{k}").view(4, 2, 6, -1)  # gate blocks i, f, o, g; upper, lower
+                ours[:, 0] = _swap_g_and_o(getattr(lstm, f"{name}_l{k}")).view(4, 6, -1)
+            getattr(core, f"bias_ih_l{k}").view(4, 2, 6)[2, 1] = -1e4  # the lower path's output gate
+    x = torch.randn(*((3, 7) if batch_first else (7, 3)), 5) if shape == "batched" else torch.randn(7, 5)
+    expected, (h_lstm, c_lstm) = lstm(x)
+    output, (h, (c_upper, _)) = core(x)
+    torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h, h_lstm, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c_upper, c_lstm, rtol=1e-5, atol=1e-5)
