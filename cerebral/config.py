@@ -65,6 +65,7 @@ def check_config(cfg):
     need(not (m.post_bias is True and m.core != "lstm"), "model.post_bias",
          "false unless model.core=lstm (post-activation biases belong to the LSTM core)", "false")
     need(isinstance(m.tie_init, bool), "model.tie_init", "true or false", "false")
+    need(isinstance(m.bidirectional, bool), "model.bidirectional", "true or false", "false")
     need(not (m.tie_init is True and m.core not in CEREBRAL_CORES), "model.tie_init",
          "false unless model.core is " + " or ".join(CEREBRAL_CORES) + " (it ties the two Cerebral paths)", "false")
     need(m.init in INITS, "model.init", " or ".join(INITS), "tf_xavier")
@@ -112,7 +113,8 @@ def resolve_device(name):
 # Keys added after runs were first saved, with the value that keeps the old behaviour: a saved
 # config without one of them reads as having that value, so older runs still resume.
 ADDED_KEYS = {"task.name": "charlm", "data.val_fraction": 0.0, "model.tie_init": False,
-              "optim.lr_decay_every": None, "optim.lr_decay_factor": 0.1, "train.precision": "fp32"}
+              "optim.lr_decay_every": None, "optim.lr_decay_factor": 0.1, "train.precision": "fp32",
+              "model.bidirectional": False}
 
 
 def complete(saved):

@@ -104,9 +104,8 @@ class _GatedRecurrence(nn.Module):
                  dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None, *,
                  stacked_state=False):
         super().__init__()
-        if bidirectional or proj_size:
-            raise NotImplementedError(f"{type(self).__name__} does not offer bidirectional=True or proj_size > 0 yet; "
-                                      "use bidirectional=False, proj_size=0")
+        if proj_size:
+            raise NotImplementedError(f"{type(self).__name__} does not offer proj_size > 0 yet; use proj_size=0")
         if not (isinstance(hidden_size, int) and hidden_size > 0):
             raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}")
         if not (isinstance(num_layers, int) and num_layers > 0):
@@ -115,17 +114,26 @@ class _GatedRecurrence(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
-        self.bidirectional, self.proj_size, self.stacked_state = False, 0, stacked_state
+        self.bidirectional, self.proj_size, self.stacked_state = bool(bidirectional), 0, stacked_state
         factory = {"device": device, "dtype": dtype}
         gate_width = self.num_gates * hidden_size
-        for k in range(num_layers):
-            layer_input = input_size if k == 0 else hidden_size
-            setattr(self, f"weight_ih_l{k}", nn.Parameter(torch.empty(gate_width, layer_input, **factory)))
-            setattr(self, f"weight_hh_l{k}", nn.Parameter(torch.empty(gate_width, hidden_size, **factory)))
+        for key in self._layer_keys():
+            layer_input = input_size if key in ("0", "0_reverse") else hidden_size * self.num_directions
+            setattr(self, f"weight_ih_l{key}", nn.Parameter(torch.empty(gate_width, layer_input, **factory)))
+            setattr(self, f"weight_hh_l{key}", nn.Parameter(torch.empty(gate_width, hidden_size, **factory)))
             if bias:
-                setattr(self, f"bias_ih_l{k}", nn.Parameter(torch.empty(gate_width, **factory)))
-                setattr(self, f"bias_hh_l{k}", nn.Parameter(torch.empty(gate_width, **factory)))
+                setattr(self, f"bias_ih_l{key}", nn.Parameter(torch.empty(gate_width, **factory)))
+                setattr(self, f"bias_hh_l{key}", nn.Parameter(torch.empty(gate_width, **factory)))
         self.reset_parameters()
+
+    @property
+    def num_directions(self):
+        return 2 if self.bidirectional else 1
+
+    def _layer_keys(self):
+        """The parameter-name suffix of each layer and direction, in nn.LSTM's order: "0",
+        "0_reverse", "1", ... (the suffix of `weight_ih_l0_reverse`)."""
+        return [f"{k}{suffix}" for k in range(self.num_layers) for suffix in ("", "_reverse")[: self.num_directions]]
 
     def flatten_parameters(self):
         """A no-op: code written for `nn.LSTM` calls it; these cores keep no flat weight buffer."""
@@ -137,7 +145,15 @@ class _GatedRecurrence(nn.Module):
         return getattr(self, f"bias_ih_l{k}") + getattr(self, f"bias_hh_l{k}") if self.bias else None
 
     def _run_layer(self, k, x, h, cells):
-        """Layer k over the time-major input x from state (h, cells): (output, h, cells)."""
+        """Layer and direction k (a `_layer_keys` key) over the time-major input x from state
+        (h, cells): (output, h, cells). A reverse direction reads the steps last to first."""
+        if not k.endswith("_reverse"):
+            return self._run_steps(k, x, h, cells)
+        output, h, cells = self._run_steps(k, x.flip(0), h, cells)
+        return output.flip(0), h, cells
+
+    def _run_steps(self, k, x, h, cells):
+        """The steps of x in order, with layer and direction k's parameters."""
         w_ih, w_hh, bias = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"), self._layer_bias(k)
         if self.fused:
             output, c = FusedLayer.apply(x, w_ih, bias, w_hh, h, torch.cat(cells, dim=-1), *self._post_biases(k),
@@ -184,7 +200,7 @@ class _GatedRecurrence(nn.Module):
             input = input.transpose(0, 1)
         batch = input.shape[1]
         if state is None:
-            zeros = input.new_zeros(self.num_layers, batch, self.hidden_size)
+            zeros = input.new_zeros(self.num_layers * self.num_directions, batch, self.hidden_size)
             h0, cells0 = zeros, (zeros,) * self.num_cells
         else:
             h0, cells0 = self._unpack_state(state)
@@ -192,12 +208,17 @@ class _GatedRecurrence(nn.Module):
                 h0, cells0 = h0.unsqueeze(1), tuple(c.unsqueeze(1) for c in cells0)
 
         layer_input, h_n, cells_n = input, [], []
+        keys = self._layer_keys()
         for k in range(self.num_layers):
-            layer_input, h, cells = self._run_layer(k, layer_input, h0[k], tuple(c[k] for c in cells0))
+            outputs = []
+            for i in range(k * self.num_directions, (k + 1) * self.num_directions):  # index into h0, h_n
+                output, h, cells = self._run_layer(keys[i], layer_input, h0[i], tuple(c[i] for c in cells0))
+                outputs.append(output)
+                h_n.append(h)
+                cells_n.append(cells)
+            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
             if self.dropout and self.training and k < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
-            h_n.append(h)
-            cells_n.append(cells)
 
         h_n = torch.stack(h_n)
         cells_n = tuple(torch.stack(c) for c in zip(*cells_n, strict=True))
@@ -211,6 +232,7 @@ class _GatedRecurrence(nn.Module):
     def extra_repr(self):
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}"
+                + (", bidirectional=True" if self.bidirectional else "")
                 + (", stacked_state=True" if self.stacked_state else ""))
 
 
@@ -227,19 +249,20 @@ class CerebralLSTM(_GatedRecurrence):
     (docs/MODELS.md, M2: the paper prints P_c(t) = P_f * P_Ctmp + P_i * P_Ctmp; this is the
     recurrent form of the upstream package and README, `CerebralLSTMPrinted` the printed one.)
 
-    A drop-in replacement for `nn.LSTM`: the same arguments, `device` and `dtype` included
-    (`bidirectional` and `proj_size` only at their defaults, so far), and `flatten_parameters()`.
-    Shapes, with L = num_layers, B = batch, T = time steps, H = hidden_size:
+    A drop-in replacement for `nn.LSTM`: the same arguments, `bidirectional`, `device` and
+    `dtype` included (`proj_size` only at 0, so far), and `flatten_parameters()`. Shapes, with
+    L = num_layers, D = 2 if bidirectional else 1, B = batch, T = time steps, H = hidden_size:
       input: (T, B, input_size), or (B, T, input_size) with batch_first, or (T, input_size)
-      state: (h, (c_upper, c_lower)), each (L, B, H) (or (L, H) unbatched); zeros when omitted;
-        with `stacked_state=True` (h, c), c (L, B, 2H) holding c_upper then c_lower, so that
-        nn.LSTM idioms such as `tuple(s.detach() for s in state)` work. Either form is accepted back.
-      returns output (T, B, H) (or batch-first) and the final state in the chosen form.
+      state: (h, (c_upper, c_lower)), each (L*D, B, H) (or (L*D, H) unbatched), layer by layer,
+        forward then reverse; zeros when omitted. With `stacked_state=True` (h, c), c (L*D, B, 2H)
+        holding c_upper then c_lower, so that nn.LSTM idioms such as
+        `tuple(s.detach() for s in state)` work. Either form is accepted back.
+      returns output (T, B, D*H) (or batch-first) and the final state in the chosen form.
     Parameters per layer k, 8H rows in gate blocks i, f, o, g (g = the candidate, P_Ctmp; unlike
     `nn.LSTM`'s i, f, g, o), each block H rows of the upper path then H of the lower:
       `weight_ih_lk` (8H, in_k), `weight_hh_lk` (8H, H), with bias `bias_ih_lk`, `bias_hh_lk` (8H)
-      (b = bias_ih + bias_hh), in_0 = input_size and in_k = H above. Initialised as `nn.LSTM`:
-      uniform in +-1/sqrt(H).
+      (b = bias_ih + bias_hh), in_0 = input_size and in_k = D*H above; the reverse direction's
+      the same with the suffix `_reverse`. Initialised as `nn.LSTM`: uniform in +-1/sqrt(H).
     """
 
     num_gates = 8
@@ -275,9 +298,9 @@ class CerebralLSTM(_GatedRecurrence):
         installed). It takes time-major input only, so a batch_first core is refused."""
         import cerebral_lstm
 
-        if self.batch_first:
-            raise ValueError("CerebralLSTM.to_upstream: the cerebral-lstm package takes time-major input only; "
-                             "convert a core with batch_first=False (and feed it (T, B, features))")
+        if self.batch_first or self.bidirectional:
+            raise ValueError("CerebralLSTM.to_upstream: the cerebral-lstm package takes time-major input in one "
+                             "direction only; convert a core with batch_first=False and bidirectional=False")
         module = cerebral_lstm.CerebralLSTM(self.input_size, self.hidden_size, self.num_layers, dropout=self.dropout)
         module.to(device=self.weight_ih_l0.device, dtype=self.weight_ih_l0.dtype)
         hidden = self.hidden_size
@@ -358,7 +381,7 @@ class PostBiasLSTM(_GatedRecurrence):
                  dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          proj_size, device, dtype)
-        for k in range(num_layers):
+        for k in self._layer_keys():
             setattr(self, f"bias_cell_l{k}", nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype)))
             setattr(self, f"bias_hidden_l{k}", nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype)))
         self.reset_parameters()
@@ -368,21 +391,21 @@ class PostBiasLSTM(_GatedRecurrence):
 
     def _lstm_names(self):
         names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if self.bias else ())
-        return [f"{name}_l{k}" for k in range(self.num_layers) for name in names]
+        return [f"{name}_l{k}" for k in self._layer_keys() for name in names]
 
     @classmethod
     def from_lstm(cls, lstm):
         """The PostBiasLSTM that computes exactly `lstm`'s function: its weights with the gate
         blocks reordered from nn.LSTM's i, f, g, o to i, f, o, g, and zero post-activation biases."""
-        if lstm.bidirectional or lstm.proj_size:
-            raise ValueError("PostBiasLSTM.from_lstm: bidirectional and projected nn.LSTMs are not offered yet")
+        if lstm.proj_size:
+            raise ValueError("PostBiasLSTM.from_lstm: projected nn.LSTMs (proj_size > 0) are not offered yet")
         weight = lstm.weight_ih_l0
         core = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias, lstm.batch_first, lstm.dropout,
-                   device=weight.device, dtype=weight.dtype)
+                   lstm.bidirectional, device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
             for name in core._lstm_names():
                 getattr(core, name).copy_(_swap_g_and_o(getattr(lstm, name)))
-            for k in range(core.num_layers):
+            for k in core._layer_keys():
                 getattr(core, f"bias_cell_l{k}").zero_()
                 getattr(core, f"bias_hidden_l{k}").zero_()
         return core
@@ -396,7 +419,7 @@ class PostBiasLSTM(_GatedRecurrence):
                                  "activations; only a core with zero bias_cell_l* and bias_hidden_l* converts")
         weight = self.weight_ih_l0
         lstm = nn.LSTM(self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first, self.dropout,
-                       device=weight.device, dtype=weight.dtype)
+                       self.bidirectional, device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
             for name in self._lstm_names():
                 getattr(lstm, name).copy_(_swap_g_and_o(getattr(self, name)))
@@ -426,7 +449,7 @@ class NovoLSTM(_GatedRecurrence):
                  dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          proj_size, device, dtype)
-        for k in range(num_layers):  # LayerNorm starts as the identity
+        for k in self._layer_keys():  # LayerNorm starts as the identity
             setattr(self, f"norm_weight_l{k}", nn.Parameter(torch.ones(hidden_size, device=device, dtype=dtype)))
             setattr(self, f"norm_bias_l{k}", nn.Parameter(torch.zeros(hidden_size, device=device, dtype=dtype)))
 

@@ -65,7 +65,7 @@ def tf_xavier_init_(model, xavier_stack):
 def build_core(cfg, input_size):
     """The recurrent core described by a `conf/model/*.yaml` config (batch-first)."""
     size, layers = cfg.state_size, cfg.num_layers
-    options = dict(bias=cfg.gate_bias, batch_first=True, dropout=cfg.dropout)
+    options = dict(bias=cfg.gate_bias, batch_first=True, dropout=cfg.dropout, bidirectional=cfg.bidirectional)
     if cfg.core == "cerebral":
         return CerebralLSTM(input_size, size, layers, **options)
     if cfg.core == "cerebral_printed":

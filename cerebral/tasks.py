@@ -65,6 +65,9 @@ class CharLM(_Task):
 
     @staticmethod
     def check_config(cfg, checks):
+        checks.need(cfg.model.bidirectional is not True, "model.bidirectional",
+                    "false for task=charlm (a bidirectional language model would see the characters it must predict)",
+                    "false")
         fraction = cfg.data.val_fraction
         checks.need(checks.is_number(fraction) and 0 <= fraction < 1, "data.val_fraction", "a number in [0, 1)", 0.1)
 
@@ -101,14 +104,19 @@ class SequenceClassifier(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, core.input_size, padding_idx=0) if vocab_size else None
         self.core = core
-        self.head = nn.Linear(core.hidden_size, num_classes)
+        directions = 2 if getattr(core, "bidirectional", False) else 1
+        self.head = nn.Linear(core.hidden_size * directions, num_classes)
 
     def forward(self, x):
         if self.embedding is not None:
             x = self.embedding(x)
         output, _ = self.core(x)
+        last = output[:, -1]
+        if getattr(self.core, "bidirectional", False):  # each direction's final state: the reverse one ends at step 0
+            hidden = self.core.hidden_size
+            last = torch.cat([output[:, -1, :hidden], output[:, 0, hidden:]], dim=-1)
         with full_precision(output.device):  # fp32 logits (and loss) under bf16 autocast
-            return self.head(output[:, -1].to(self.head.weight.dtype))
+            return self.head(last.to(self.head.weight.dtype))
 
 
 class Classification(_Task):

@@ -35,10 +35,22 @@ def test_the_cell_takes_dtype_and_device():
     assert h.dtype == c_upper.dtype == c_lower.dtype == torch.float64 and h.shape == (2, 4)
 
 
-@pytest.mark.parametrize("argument", [{"bidirectional": True}, {"proj_size": 2}])
-def test_what_is_not_offered_yet_is_refused_in_one_clear_message(argument):
-    with pytest.raises(NotImplementedError, match="bidirectional=True or proj_size > 0"):
-        CerebralLSTM(3, 4, **argument)
+@pytest.mark.parametrize("cls", [CerebralLSTM, PostBiasLSTM, NovoLSTM])
+def test_what_is_not_offered_yet_is_refused_in_one_clear_message(cls):
+    with pytest.raises(NotImplementedError, match="does not offer proj_size > 0 yet"):
+        cls(3, 4, proj_size=2)
+
+
+@pytest.mark.parametrize("cls", [CerebralLSTM, PostBiasLSTM, NovoLSTM])
+def test_bidirectional_cores_have_nn_lstm_shapes_and_parameter_names(cls):
+    core = cls(3, 4, num_layers=2, bidirectional=True)
+    names = {name for name, _ in core.named_parameters()}
+    assert {"weight_ih_l0_reverse", "weight_hh_l1_reverse", "bias_ih_l1_reverse"} <= names
+    assert core.weight_ih_l1.shape[1] == core.weight_ih_l1_reverse.shape[1] == 8  # the layer below, both directions
+    output, (h, c) = cls(3, 4, num_layers=2, bidirectional=True, stacked_state=True)(torch.randn(5, 2, 3)) \
+        if cls is CerebralLSTM else core(torch.randn(5, 2, 3))
+    assert output.shape == (5, 2, 8) and h.shape == (4, 2, 4)
+    assert c.shape == ((4, 2, 8) if cls is CerebralLSTM else (4, 2, 4))
 
 
 def truncated_bptt(rnn, data, state=None):

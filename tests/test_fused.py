@@ -98,8 +98,10 @@ def test_same_outputs_as_the_upstream_package_with_its_weights():
 
 def test_to_upstream_refuses_what_the_package_cannot_take():
     pytest.importorskip("cerebral_lstm")
-    with pytest.raises(ValueError, match="time-major input only"):
+    with pytest.raises(ValueError, match="time-major input in one direction only"):
         CerebralLSTM(3, 4, batch_first=True).to_upstream()
+    with pytest.raises(ValueError, match="bidirectional=False"):
+        CerebralLSTM(3, 4, bidirectional=True).to_upstream()
     torch.manual_seed(2)
     ours = CerebralLSTM(3, 4, num_layers=2, bias=False)
     x = torch.randn(5, 2, 3)

@@ -10,7 +10,8 @@ from torch import nn
 from cerebral import CerebralLSTM, PostBiasLSTM
 from cerebral.cores import _swap_g_and_o
 
-MODES = list(itertools.product([1, 2], [True, False], [True, False], ["batched", "unbatched"], [True, False]))
+MODES = list(itertools.product([1, 2], [True, False], [True, False], ["batched", "unbatched"], [True, False],
+                               [False, True]))
 
 
 def run(module, x, state):
@@ -20,15 +21,16 @@ def run(module, x, state):
     return output, h, c
 
 
-@pytest.mark.parametrize("layers,bias,batch_first,shape,fused", MODES)
+@pytest.mark.parametrize("layers,bias,batch_first,shape,fused,bidirectional", MODES)
 def test_post_bias_lstm_from_nn_lstm_matches_it_in_outputs_states_and_every_gradient(layers, bias, batch_first,
-                                                                                    shape, fused):
+                                                                                    shape, fused, bidirectional):
     torch.manual_seed(layers * 10 + bias * 2 + batch_first)
-    lstm = nn.LSTM(5, 6, layers, bias=bias, batch_first=batch_first)
+    lstm = nn.LSTM(5, 6, layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional)
     core = PostBiasLSTM.from_lstm(lstm)
     core.fused = fused
     x = torch.randn(*((3, 7) if batch_first else (7, 3)), 5) if shape == "batched" else torch.randn(7, 5)
-    state_shape = (layers, 3, 6) if shape == "batched" else (layers, 6)
+    directions = 2 if bidirectional else 1
+    state_shape = (layers * directions, 3, 6) if shape == "batched" else (layers * directions, 6)
     state = (torch.randn(state_shape), torch.randn(state_shape))
     inputs = {}
     for name, module in (("lstm", lstm), ("ours", core)):
@@ -49,7 +51,8 @@ def test_post_bias_lstm_from_nn_lstm_matches_it_in_outputs_states_and_every_grad
 
 def _grads_as_lstm(lstm):
     """An nn.LSTM whose parameters are `lstm`'s gradients (so that from_lstm reorders them alike)."""
-    copy = nn.LSTM(lstm.input_size, lstm.hidden_size, lstm.num_layers, bias=lstm.bias, batch_first=lstm.batch_first)
+    copy = nn.LSTM(lstm.input_size, lstm.hidden_size, lstm.num_layers, bias=lstm.bias, batch_first=lstm.batch_first,
+                   bidirectional=lstm.bidirectional)
     with torch.no_grad():
         for name, p in lstm.named_parameters():
             getattr(copy, name).copy_(p.grad)
@@ -72,18 +75,18 @@ def test_to_lstm_round_trips_and_refuses_post_activation_biases():
     torch.testing.assert_close(core.to_lstm()(x)[0], core(x)[0], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("layers,batch_first,shape,fused", list(itertools.product([1, 2], [True, False],
-                                                                                     ["batched", "unbatched"],
-                                                                                     [True, False])))
-def test_cerebral_lstm_with_its_lower_path_shut_is_nn_lstm(layers, batch_first, shape, fused):
+@pytest.mark.parametrize("layers,batch_first,shape,fused,bidirectional",
+                         list(itertools.product([1, 2], [True, False], ["batched", "unbatched"], [True, False],
+                                                [False, True])))
+def test_cerebral_lstm_with_its_lower_path_shut_is_nn_lstm(layers, batch_first, shape, fused, bidirectional):
     """Upper path = nn.LSTM's weights, lower output gate shut (bias -1e4: sigmoid is exactly 0 in
     fp32), so h = U_o * tanh(U_c): the Cerebral core itself faces the oracle, forward."""
     torch.manual_seed(layers + 2 * batch_first)
-    lstm = nn.LSTM(5, 6, layers, batch_first=batch_first)
-    core = CerebralLSTM(5, 6, layers, batch_first=batch_first)
+    lstm = nn.LSTM(5, 6, layers, batch_first=batch_first, bidirectional=bidirectional)
+    core = CerebralLSTM(5, 6, layers, batch_first=batch_first, bidirectional=bidirectional)
     core.fused = fused
     with torch.no_grad():
-        for k in range(layers):
+        for k in core._layer_keys():
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                 ours = getattr(core, f"{name}_l{k}").view(4, 2, 6, -1)  # gate blocks i, f, o, g; upper, lower
                 ours[:, 0] = _swap_g_and_o(getattr(lstm, f"{name}_l{k}")).view(4, 6, -1)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, tiny_overrides
 from test_seqdata import imdb_csv, write_mnist  # noqa: F401 (imdb_csv is a fixture)
 
 from cerebral.config import ConfigError, compose
@@ -125,3 +125,22 @@ def test_the_character_task_is_unchanged_by_default():
     cfg = compose()
     assert cfg.task.name == "charlm" and cfg.optim.name == "adagrad" and cfg.train.epochs == 500
     assert cfg.out_dir == "results/runs/cerebral_lstm/seed0"
+
+
+def test_the_language_model_refuses_a_bidirectional_core_in_one_line(data_dir, tmp_path):
+    with pytest.raises(ConfigError, match="model.bidirectional must be false for task=charlm"):
+        train(compose(*tiny_overrides(data_dir, tmp_path / "run", "model.bidirectional=true")))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("model", ["single_lstm", "stacked_lstm", "cerebral_lstm"])
+def test_a_classifier_reads_both_directions_of_a_bidirectional_core(model, tmp_path):
+    cfg = compose("task=digits", f"model={model}", "model.bidirectional=true", "model.state_size=8",
+                  "train.epochs=1", "device=cpu", f"out_dir={tmp_path / 'run'}")
+    task = make_task(cfg)
+    assert task.model.core.bidirectional and task.model.head.in_features == 16
+    x = task.inputs[:3]
+    output, _ = task.model.core(x)
+    expected = task.model.head(torch.cat([output[:, -1, :8], output[:, 0, 8:]], dim=-1))
+    torch.testing.assert_close(task.model(x), expected)
+    assert len(train(cfg)) == 1
