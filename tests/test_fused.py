@@ -106,3 +106,18 @@ def test_to_upstream_refuses_what_the_package_cannot_take():
     ours = CerebralLSTM(3, 4, num_layers=2, bias=False)
     x = torch.randn(5, 2, 3)
     torch.testing.assert_close(ours.to_upstream()(x)[0], ours(x)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [CerebralLSTM, PostBiasLSTM])
+def test_fused_bidirectional_core_gradcheck(cls):
+    torch.manual_seed(5)
+    core = cls(3, 2, num_layers=2, bidirectional=True, dtype=torch.float64)
+    assert core.fused
+    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    names, weights = zip(*core.named_parameters(), strict=True)
+
+    def outputs(x, *params):
+        output, (h, *_) = torch.func.functional_call(core, dict(zip(names, params, strict=True)), (x,))
+        return output, h
+
+    assert torch.autograd.gradcheck(outputs, (x, *weights))
