@@ -157,7 +157,7 @@ class _GatedRecurrence(nn.Module):
         w_ih, w_hh, bias = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"), self._layer_bias(k)
         if self.fused:
             output, c = FusedLayer.apply(x, w_ih, bias, w_hh, h, torch.cat(cells, dim=-1), *self._post_biases(k),
-                                         gemm_dtype(x.device))
+                                         gemm_dtype(x))
             return output, output[-1], c.chunk(self.num_cells, dim=-1)
         # Every time step in one GEMM. Under bf16 autocast the products come back in bf16; adding
         # them to this full-precision projection keeps the gates and the cell update in it.

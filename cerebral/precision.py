@@ -24,10 +24,13 @@ def full_precision(device):
     return torch.autocast(torch.device(device).type, enabled=False)
 
 
-def gemm_dtype(device):
-    """The dtype autocast gives matrix products on `device` now, or None when autocast is off."""
-    device_type = torch.device(device).type
-    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+def gemm_dtype(x):
+    """The dtype autocast gives matrix products of the tensor x now, or None: when autocast is off
+    on x's device, or x is not fp32 (autocast leaves float64 alone)."""
+    device_type = x.device.type
+    if x.dtype != torch.float32 or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
 
 
 def _fastest(product, repeats=5):

@@ -37,7 +37,7 @@ from cerebral.losslog import write_losses
 from cerebral.steps import device_name
 
 CONFIG, RECORD, METRICS, LOSSES, SAMPLE = "config.yaml", "run.json", "metrics.csv", "loss.txt", "sample.json"
-CHECKPOINT, PREVIOUS_CHECKPOINT = "checkpoint.pt", "checkpoint.prev.pt"
+CHECKPOINT, PREVIOUS_CHECKPOINT, UNREADABLE_CHECKPOINT = "checkpoint.pt", "checkpoint.prev.pt", "checkpoint.unreadable.pt"
 # Raised whenever the meaning of saved parameters changes (e.g. the gate order), so that an old
 # checkpoint is refused instead of silently resumed with its weights read the wrong way.
 CHECKPOINT_FORMAT = 2
@@ -164,17 +164,25 @@ def read_checkpoint(path):
 
 def latest_checkpoint(run_dir, log=print):
     """The newest readable checkpoint's state, or None when the run has none. When checkpoint.pt
-    cannot be read but checkpoint.prev.pt can, says so in one line and returns the earlier one."""
+    cannot be read (or is gone) but checkpoint.prev.pt can, says so in one line, moves the
+    unreadable file aside to checkpoint.unreadable.pt (so that it never becomes the next
+    checkpoint.prev.pt) and returns the earlier state."""
     path, previous = Path(run_dir) / CHECKPOINT, Path(run_dir) / PREVIOUS_CHECKPOINT
     if not path.exists() and not previous.exists():
         return None
+    if not path.exists():
+        state = read_checkpoint(previous)
+        log(f"warning: {path} is missing; resuming from {previous} (after epoch {len(state['history']) - 1})")
+        return state
     try:
-        return read_checkpoint(path if path.exists() else previous)
+        return read_checkpoint(path)
     except CheckpointError as error:
-        if not path.exists() or not previous.exists():
+        if not previous.exists():
             raise
         state = read_checkpoint(previous)
-        log(f"warning: {error}\n  resuming from {previous} instead (after epoch {len(state['history']) - 1})")
+        os.replace(path, Path(run_dir) / UNREADABLE_CHECKPOINT)
+        log(f"warning: {error}\n  moved it to {UNREADABLE_CHECKPOINT}; resuming from {previous} instead "
+            f"(after epoch {len(state['history']) - 1})")
         return state
 
 

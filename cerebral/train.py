@@ -7,6 +7,7 @@ an uninterrupted run would (on CPU); raising train.epochs extends a run.
 """
 
 import math
+import os
 import sys
 import time
 
@@ -21,6 +22,9 @@ from cerebral.models import parameter_count
 from cerebral.precision import autocast, speed_warning
 from cerebral.steps import BatchSampler, device_name, make_optimizer, make_scheduler, train_step
 from cerebral.tasks import make_task
+
+# Deterministic cuBLAS needs a fixed workspace, set before the first CUDA GEMM of the process.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 # Asked once, when this process loads the code: a sweep's later runs report the code they ran,
 # not a commit made while they trained.

@@ -16,7 +16,7 @@ from cerebral.config import ConfigError, compose
 from cerebral.cores import CerebralLSTM, CerebralLSTMPrinted, NovoLSTM, PostBiasLSTM
 from cerebral.losslog import read_losses
 from cerebral.models import build_model
-from cerebral.report import fidelity
+from cerebral.report import fidelity, fidelity_table
 from cerebral.tasks import char_lm_loss
 from cerebral.train import train
 
@@ -190,9 +190,9 @@ def test_fidelity_of_the_two_stacked_model_bounds_when_it_leaves_the_plateau(del
 
 @pytest.mark.parametrize("moved,passes", [(0.009, True), (0.011, False)])
 def test_fidelity_bounds_the_change_in_distance_to_the_published_curve(moved, passes):
-    published = [4.0] * 10
-    reference = [4.0] * 10
-    ours = [4.0 + moved] * 10
+    published = [4.0] * 50
+    reference = [4.0] * 50
+    ours = [4.0 + moved] * 50
     rows = fidelity({"cerebral_lstm": ours}, {"cerebral_lstm": reference}, {"cerebral_lstm": published})
     assert rows["cerebral_lstm"]["distance_to_published"] == pytest.approx(moved)
     assert rows["cerebral_lstm"]["passes"] is passes
@@ -220,3 +220,20 @@ def test_late_training_continues_one_state_in_each_precision_and_evaluates_fixed
     assert a != b and abs(a - b) < 0.01
     late.main(["evaluate", str(tmp_path / "straight"), "--out", str(tmp_path / "late")])
     assert f"{a:.5f} | {b:.5f}" in (tmp_path / "late" / "EVALUATE.md").read_text()
+
+
+def test_fidelity_gives_no_verdict_before_50_epochs_and_skips_curves_without_common_epochs():
+    reference = [4.0 - 0.02 * i for i in range(49)]
+    rows = fidelity({"single_lstm": reference, "cerebral_lstm": []}, {"single_lstm": reference, "cerebral_lstm": [4.0]},
+                    {})
+    assert rows["single_lstm"]["passes"] is None and "cerebral_lstm" not in rows
+    assert "not yet (50 epochs needed)" in fidelity_table(rows, "bf16", "fp32")
+
+
+def test_autocast_leaves_float64_cores_alone():
+    torch.manual_seed(0)
+    core = CerebralLSTM(3, 4, dtype=torch.float64)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    with precision.autocast("bf16", "cpu"):
+        inside, _ = core(x)
+    assert torch.equal(inside, core(x)[0])

@@ -7,12 +7,15 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import ROOT, tiny_overrides
 
 from cerebral import rundir
 from cerebral.config import compose, config_differences
 from cerebral.errors import CheckpointError, ConfigError
+from cerebral.losslog import read_losses
 from cerebral.report import write_report
+from cerebral.steps import device_name
 from cerebral.train import train
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -33,6 +36,19 @@ def test_a_truncated_checkpoint_is_recovered_from_the_previous_epoch(data_dir, t
     assert (run / "loss.txt").read_bytes() == (tmp_path / "straight" / "loss.txt").read_bytes()
     out = capsys.readouterr().out
     assert "cannot be read as a checkpoint" in out and "resuming from" in out and "after epoch 1" in out
+    # the unreadable file is set aside, so the next epoch's backup is a good checkpoint, not it
+    assert (run / rundir.UNREADABLE_CHECKPOINT).stat().st_size == 1000
+    assert len(rundir.read_checkpoint(run / rundir.PREVIOUS_CHECKPOINT)["history"]) == 2
+    assert len(rundir.read_checkpoint(checkpoint)["history"]) == 3
+
+
+def test_a_missing_checkpoint_resumes_from_the_previous_one_and_says_so(data_dir, tmp_path, capsys):
+    straight = train(tiny(data_dir, tmp_path / "straight", "train.epochs=3"))
+    run = tmp_path / "run"
+    train(tiny(data_dir, run, "train.epochs=3"))
+    (run / rundir.CHECKPOINT).unlink()
+    assert train(tiny(data_dir, run, "train.epochs=3")) == straight
+    assert "is missing; resuming from" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04" + b"\0" * 64])
@@ -71,9 +87,12 @@ def test_a_run_folder_of_the_previous_commit_resumes_with_the_same_numbers(data_
     """A tiny Cerebral run trained 2 epochs by commit 53a5657 (the full-length runs' start, before
     train.precision existed), resumed here to 3: the third epoch equals the one that commit trained."""
     run = shutil.copytree(FIXTURES / "run_53a5657", tmp_path / "run")
-    expected = (run / "loss_after_3_epochs.txt").read_text()
+    expected = read_losses(run / "loss_after_3_epochs.txt")
     train(tiny(data_dir, run, "model=cerebral_lstm", "train.epochs=3"))
-    assert (run / "loss.txt").read_text() == expected
+    assert read_losses(run / "loss.txt") == pytest.approx(expected, rel=1e-6, abs=0)  # any CPU
+    made_on = rundir.read_record(FIXTURES / "run_53a5657")["sessions"][0]["device"]
+    if made_on == device_name(torch.device("cpu")):  # the machine that made it: bit for bit
+        assert read_losses(run / "loss.txt") == expected
 
 
 def test_run_json_records_the_command_as_a_user_types_it(data_dir, tmp_path):
