@@ -15,8 +15,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._higher_order_ops.scan import scan
+from torch.nn.utils.rnn import PackedSequence
 
-from cerebral.fused import FusedLayer
+from cerebral.fused import FusedLayer, last_rows, step_rows
 from cerebral.precision import gemm_dtype
 
 
@@ -88,6 +90,25 @@ def lstm_uniform_(module):
         nn.init.uniform_(p, -bound, bound)
 
 
+def _select(state, index):
+    """The state's sequences (dimension 1) in the order of `index`."""
+    return state.index_select(1, index.to(state.device))
+
+
+def _reverse_steps(x, batch_sizes):
+    """The rows x (packed layout of `batch_sizes`, cerebral/fused.py) with each sequence's steps in
+    reverse order; the layout stays the same, as every sequence keeps its length."""
+    steps, batch = len(batch_sizes), batch_sizes[0]
+    if min(batch_sizes) == batch:
+        return x.view(steps, batch, -1).flip(0).view(x.shape)
+    sizes = torch.tensor(batch_sizes)
+    starts = sizes.cumsum(0) - sizes
+    step = torch.repeat_interleave(torch.arange(steps), sizes)  # of each row
+    sequence = torch.arange(len(x)) - starts[step]
+    lengths = (sizes.unsqueeze(1) > torch.arange(batch)).sum(0)
+    return x[(starts[lengths[sequence] - 1 - step] + sequence).to(x.device)]
+
+
 class _GatedRecurrence(nn.Module):
     """Parameters, state handling and the layer/time loop shared by the cores below.
 
@@ -104,26 +125,29 @@ class _GatedRecurrence(nn.Module):
                  dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None, *,
                  stacked_state=False):
         super().__init__()
-        if proj_size:
-            raise NotImplementedError(f"{type(self).__name__} does not offer proj_size > 0 yet; use proj_size=0")
         if not (isinstance(hidden_size, int) and hidden_size > 0):
             raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}")
         if not (isinstance(num_layers, int) and num_layers > 0):
             raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if not (isinstance(proj_size, int) and 0 <= proj_size < hidden_size):
+            raise ValueError(f"proj_size must be 0 (no projection) or a positive integer smaller than hidden_size "
+                             f"({hidden_size}), got {proj_size!r}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
-        self.bidirectional, self.proj_size, self.stacked_state = bool(bidirectional), 0, stacked_state
+        self.bidirectional, self.proj_size, self.stacked_state = bool(bidirectional), proj_size, stacked_state
         factory = {"device": device, "dtype": dtype}
-        gate_width = self.num_gates * hidden_size
+        gate_width, output_size = self.num_gates * hidden_size, proj_size or hidden_size
         for key in self._layer_keys():
-            layer_input = input_size if key in ("0", "0_reverse") else hidden_size * self.num_directions
+            layer_input = input_size if key in ("0", "0_reverse") else output_size * self.num_directions
             setattr(self, f"weight_ih_l{key}", nn.Parameter(torch.empty(gate_width, layer_input, **factory)))
-            setattr(self, f"weight_hh_l{key}", nn.Parameter(torch.empty(gate_width, hidden_size, **factory)))
+            setattr(self, f"weight_hh_l{key}", nn.Parameter(torch.empty(gate_width, output_size, **factory)))
             if bias:
                 setattr(self, f"bias_ih_l{key}", nn.Parameter(torch.empty(gate_width, **factory)))
                 setattr(self, f"bias_hh_l{key}", nn.Parameter(torch.empty(gate_width, **factory)))
+            if proj_size:
+                setattr(self, f"weight_hr_l{key}", nn.Parameter(torch.empty(proj_size, hidden_size, **factory)))
         self.reset_parameters()
 
     @property
@@ -144,29 +168,58 @@ class _GatedRecurrence(nn.Module):
     def _layer_bias(self, k):
         return getattr(self, f"bias_ih_l{k}") + getattr(self, f"bias_hh_l{k}") if self.bias else None
 
-    def _run_layer(self, k, x, h, cells):
-        """Layer and direction k (a `_layer_keys` key) over the time-major input x from state
-        (h, cells): (output, h, cells). A reverse direction reads the steps last to first."""
+    def _run_layer(self, k, x, batch_sizes, h, cells):
+        """Layer and direction k (a `_layer_keys` key) over x, rows in the packed layout of
+        `batch_sizes` (cerebral/fused.py), from state (h, cells): (output rows, h, cells) with each
+        sequence's last h and cells. A reverse direction reads each sequence's steps last to first.
+        batch_sizes None: x is time-major (T, B, in), run in the exportable form."""
+        if batch_sizes is None:
+            return self._scan_steps(k, x, h, cells)
         if not k.endswith("_reverse"):
-            return self._run_steps(k, x, h, cells)
-        output, h, cells = self._run_steps(k, x.flip(0), h, cells)
-        return output.flip(0), h, cells
+            return self._run_steps(k, x, batch_sizes, h, cells)
+        output, h, cells = self._run_steps(k, _reverse_steps(x, batch_sizes), batch_sizes, h, cells)
+        return _reverse_steps(output, batch_sizes), h, cells
 
-    def _run_steps(self, k, x, h, cells):
+    def _run_steps(self, k, x, batch_sizes, h, cells):
         """The steps of x in order, with layer and direction k's parameters."""
         w_ih, w_hh, bias = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"), self._layer_bias(k)
+        w_hr = getattr(self, f"weight_hr_l{k}") if self.proj_size else None
+        last = last_rows(batch_sizes)
         if self.fused:
-            output, c = FusedLayer.apply(x, w_ih, bias, w_hh, h, torch.cat(cells, dim=-1), *self._post_biases(k),
-                                         gemm_dtype(x))
-            return output, output[-1], c.chunk(self.num_cells, dim=-1)
+            output, c = FusedLayer.apply(x, w_ih, bias, w_hh, h, torch.cat(cells, dim=-1), *self._post_biases(k), w_hr,
+                                         batch_sizes, gemm_dtype(x))
+            return output, output[last], c.chunk(self.num_cells, dim=-1)
         # Every time step in one GEMM. Under bf16 autocast the products come back in bf16; adding
         # them to this full-precision projection keeps the gates and the cell update in it.
         projected = F.linear(x, w_ih, bias).to(x.dtype)
-        outputs = []
-        for x_t in projected.unbind(0):
-            h, cells = self.step(x_t + F.linear(h, w_hh), cells, k)
+        outputs, cells_by_step = [], []
+        for start, size in step_rows(batch_sizes):  # the first `size` sequences are still running
+            h, cells = self.step(projected[start : start + size] + F.linear(h[:size], w_hh),
+                                 tuple(c[:size] for c in cells), k)
+            if w_hr is not None:
+                h = F.linear(h, w_hr).to(x.dtype)
             outputs.append(h)
-        return torch.stack(outputs), h, cells
+            cells_by_step.append(cells)
+        output = torch.cat(outputs)
+        return output, output[last], tuple(torch.cat(c)[last] for c in zip(*cells_by_step, strict=True))
+
+    def _scan_steps(self, k, x, h, cells):
+        """The equations of `_run_steps` over time-major x (T, B, in) as one `scan`, the loop that
+        torch.export and the ONNX exporter keep as one node, the time dimension dynamic."""
+        w_hh = getattr(self, f"weight_hh_l{k}")
+        w_hr = getattr(self, f"weight_hr_l{k}") if self.proj_size else None
+
+        def step(carry, projected):
+            h, *cells = carry
+            h, cells = self.step(projected + F.linear(h, w_hh), tuple(cells), k)
+            if w_hr is not None:
+                h = F.linear(h, w_hr)
+            return (h, *cells), h.clone()  # a scan's outputs may not alias its carry
+
+        projected = F.linear(x, getattr(self, f"weight_ih_l{k}"), self._layer_bias(k))
+        (h, *cells), output = scan(step, (h.clone(), *(c.clone() for c in cells)), projected,
+                                   reverse=k.endswith("_reverse"))
+        return output, h, tuple(cells)
 
     def _post_biases(self, k):
         """(b_c, b_h) added after the activations, or (None, None)."""
@@ -191,28 +244,39 @@ class _GatedRecurrence(nn.Module):
         return h, tuple(c.chunk(self.num_cells, dim=-1)) if isinstance(c, torch.Tensor) else tuple(c)
 
     def forward(self, input, state=None):
-        batched = input.dim() == 3
-        if input.shape[1 if batched and self.batch_first else 0] == 0:
-            raise ValueError("input has no time steps")
-        if not batched:  # (seq, feature), as nn.LSTM accepts
-            input = input.unsqueeze(1)
-        elif self.batch_first:
-            input = input.transpose(0, 1)
-        batch = input.shape[1]
+        packed, exporting = isinstance(input, PackedSequence), torch.compiler.is_exporting()
+        if packed and exporting:
+            raise ValueError(f"{type(self).__name__}: export takes padded input (T, B, in) with dynamic T and B, "
+                             "not a PackedSequence")
+        if packed:  # rows already in the layout the layers run on
+            x, batch_sizes, batched = input.data, tuple(input.batch_sizes.tolist()), True
+            batch = batch_sizes[0]
+        else:
+            batched = input.dim() == 3
+            if input.shape[1 if batched and self.batch_first else 0] == 0:
+                raise ValueError("input has no time steps")
+            if not batched:  # (seq, feature), as nn.LSTM accepts
+                input = input.unsqueeze(1)
+            elif self.batch_first:
+                input = input.transpose(0, 1)
+            steps, batch = input.shape[:2]
+            x, batch_sizes = (input, None) if exporting else (input.reshape(steps * batch, -1), (batch,) * steps)
         if state is None:
-            zeros = input.new_zeros(self.num_layers * self.num_directions, batch, self.hidden_size)
-            h0, cells0 = zeros, (zeros,) * self.num_cells
+            h0 = x.new_zeros(self.num_layers * self.num_directions, batch, self.proj_size or self.hidden_size)
+            cells0 = (x.new_zeros(self.num_layers * self.num_directions, batch, self.hidden_size),) * self.num_cells
         else:
             h0, cells0 = self._unpack_state(state)
             if not batched:
                 h0, cells0 = h0.unsqueeze(1), tuple(c.unsqueeze(1) for c in cells0)
+            if packed and input.sorted_indices is not None:  # the caller's order -> longest first
+                h0, cells0 = _select(h0, input.sorted_indices), tuple(_select(c, input.sorted_indices) for c in cells0)
 
-        layer_input, h_n, cells_n = input, [], []
+        layer_input, h_n, cells_n = x, [], []
         keys = self._layer_keys()
         for k in range(self.num_layers):
             outputs = []
             for i in range(k * self.num_directions, (k + 1) * self.num_directions):  # index into h0, h_n
-                output, h, cells = self._run_layer(keys[i], layer_input, h0[i], tuple(c[i] for c in cells0))
+                output, h, cells = self._run_layer(keys[i], layer_input, batch_sizes, h0[i], tuple(c[i] for c in cells0))
                 outputs.append(output)
                 h_n.append(h)
                 cells_n.append(cells)
@@ -222,7 +286,12 @@ class _GatedRecurrence(nn.Module):
 
         h_n = torch.stack(h_n)
         cells_n = tuple(torch.stack(c) for c in zip(*cells_n, strict=True))
-        output = layer_input
+        if packed:
+            if input.unsorted_indices is not None:  # back to the caller's order
+                h_n, cells_n = _select(h_n, input.unsorted_indices), tuple(_select(c, input.unsorted_indices) for c in cells_n)
+            return PackedSequence(layer_input, input.batch_sizes, input.sorted_indices, input.unsorted_indices), \
+                self._pack_state(h_n, cells_n)
+        output = layer_input.view(steps, batch, -1)
         if not batched:
             output, h_n, cells_n = output.squeeze(1), h_n.squeeze(1), tuple(c.squeeze(1) for c in cells_n)
         elif self.batch_first:
@@ -233,6 +302,7 @@ class _GatedRecurrence(nn.Module):
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}"
                 + (", bidirectional=True" if self.bidirectional else "")
+                + (f", proj_size={self.proj_size}" if self.proj_size else "")
                 + (", stacked_state=True" if self.stacked_state else ""))
 
 
@@ -249,20 +319,27 @@ class CerebralLSTM(_GatedRecurrence):
     (docs/MODELS.md, M2: the paper prints P_c(t) = P_f * P_Ctmp + P_i * P_Ctmp; this is the
     recurrent form of the upstream package and README, `CerebralLSTMPrinted` the printed one.)
 
-    A drop-in replacement for `nn.LSTM`: the same arguments, `bidirectional`, `device` and
-    `dtype` included (`proj_size` only at 0, so far), and `flatten_parameters()`. Shapes, with
-    L = num_layers, D = 2 if bidirectional else 1, B = batch, T = time steps, H = hidden_size:
-      input: (T, B, input_size), or (B, T, input_size) with batch_first, or (T, input_size)
-      state: (h, (c_upper, c_lower)), each (L*D, B, H) (or (L*D, H) unbatched), layer by layer,
-        forward then reverse; zeros when omitted. With `stacked_state=True` (h, c), c (L*D, B, 2H)
-        holding c_upper then c_lower, so that nn.LSTM idioms such as
+    With `proj_size` = R > 0, as in nn.LSTM's projected LSTM: h(t) = W_hr (U_o * tanh(U_c(t)) +
+    L_o * tanh(L_c(t))), h of width R (the cell states keep width H).
+
+    A drop-in replacement for `nn.LSTM`: the same arguments (`bidirectional`, `proj_size`,
+    `device` and `dtype` included), `PackedSequence` input, and `flatten_parameters()`. Shapes,
+    with L = num_layers, D = 2 if bidirectional else 1, B = batch, T = time steps, H =
+    hidden_size, R = proj_size or H:
+      input: (T, B, input_size), or (B, T, input_size) with batch_first, or (T, input_size), or
+        a PackedSequence (then the output is one, and each sequence's final state is the one at
+        its own last step, in the caller's order)
+      state: (h, (c_upper, c_lower)), h (L*D, B, R), each c (L*D, B, H) (without B unbatched),
+        layer by layer, forward then reverse; zeros when omitted. With `stacked_state=True`
+        (h, c), c (L*D, B, 2H) holding c_upper then c_lower, so that nn.LSTM idioms such as
         `tuple(s.detach() for s in state)` work. Either form is accepted back.
-      returns output (T, B, D*H) (or batch-first) and the final state in the chosen form.
+      returns output (T, B, D*R) (or batch-first) and the final state in the chosen form.
     Parameters per layer k, 8H rows in gate blocks i, f, o, g (g = the candidate, P_Ctmp; unlike
     `nn.LSTM`'s i, f, g, o), each block H rows of the upper path then H of the lower:
-      `weight_ih_lk` (8H, in_k), `weight_hh_lk` (8H, H), with bias `bias_ih_lk`, `bias_hh_lk` (8H)
-      (b = bias_ih + bias_hh), in_0 = input_size and in_k = D*H above; the reverse direction's
-      the same with the suffix `_reverse`. Initialised as `nn.LSTM`: uniform in +-1/sqrt(H).
+      `weight_ih_lk` (8H, in_k), `weight_hh_lk` (8H, R), with bias `bias_ih_lk`, `bias_hh_lk` (8H)
+      (b = bias_ih + bias_hh), with proj_size `weight_hr_lk` (R, H); in_0 = input_size and in_k =
+      D*R above; the reverse direction's the same with the suffix `_reverse`. Initialised as
+      `nn.LSTM`: uniform in +-1/sqrt(H).
     """
 
     num_gates = 8
@@ -298,9 +375,10 @@ class CerebralLSTM(_GatedRecurrence):
         installed). It takes time-major input only, so a batch_first core is refused."""
         import cerebral_lstm
 
-        if self.batch_first or self.bidirectional:
+        if self.batch_first or self.bidirectional or self.proj_size:
             raise ValueError("CerebralLSTM.to_upstream: the cerebral-lstm package takes time-major input in one "
-                             "direction only; convert a core with batch_first=False and bidirectional=False")
+                             "direction, without projection; convert a core with batch_first=False, "
+                             "bidirectional=False and proj_size=0")
         module = cerebral_lstm.CerebralLSTM(self.input_size, self.hidden_size, self.num_layers, dropout=self.dropout)
         module.to(device=self.weight_ih_l0.device, dtype=self.weight_ih_l0.dtype)
         hidden = self.hidden_size
@@ -318,7 +396,9 @@ class CerebralLSTM(_GatedRecurrence):
     def tie_paths_(self):
         """Make the lower path an exact copy of the upper one (the paper's Section 4.1 ablation,
         "identical initial values"): both paths then get identical gradients and stay equal."""
-        for p in self.parameters():
+        for name, p in self.named_parameters():
+            if name.startswith("weight_hr"):  # the projection acts on h, which the paths share
+                continue
             by_path = p.view(4, 2, self.hidden_size, -1)  # gate blocks i, f, o, g; upper, lower
             by_path[:, 1] = by_path[:, 0]
 
@@ -372,10 +452,12 @@ class PostBiasLSTM(_GatedRecurrence):
         c(t) = f * c(t-1) + i * g + b_c
         h(t) = o * tanh(c(t)) + b_h
 
-    With b_c = b_h = 0 this is `nn.LSTM`'s function. Interface and shapes as `nn.LSTM`: state
-    (h, c), each (L, B, H). Parameters per layer k: `weight_ih_lk` (4H, in_k), `weight_hh_lk`
-    (4H, H), with bias `bias_ih_lk`, `bias_hh_lk` (4H), in gate blocks i, f, o, g (nn.LSTM: i, f,
-    g, o); the post-activation biases `bias_cell_lk` and `bias_hidden_lk` (H)."""
+    With b_c = b_h = 0 this is `nn.LSTM`'s function; with `proj_size`, h(t) = W_hr (o * tanh(c(t))
+    + b_h). Interface, shapes and parameter names as `nn.LSTM` (see `CerebralLSTM`), state (h, c)
+    with c (L*D, B, H). Parameters per layer k: `weight_ih_lk` (4H, in_k), `weight_hh_lk` (4H, R),
+    with bias `bias_ih_lk`, `bias_hh_lk` (4H), in gate blocks i, f, o, g (nn.LSTM: i, f, g, o),
+    with proj_size `weight_hr_lk` (R, H); the post-activation biases `bias_cell_lk` and
+    `bias_hidden_lk` (H)."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None):
@@ -390,6 +472,7 @@ class PostBiasLSTM(_GatedRecurrence):
         return getattr(self, f"bias_cell_l{k}"), getattr(self, f"bias_hidden_l{k}")
 
     def _lstm_names(self):
+        """The parameters nn.LSTM has too, gate blocks first (weight_hr has none)."""
         names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if self.bias else ())
         return [f"{name}_l{k}" for k in self._layer_keys() for name in names]
 
@@ -397,14 +480,14 @@ class PostBiasLSTM(_GatedRecurrence):
     def from_lstm(cls, lstm):
         """The PostBiasLSTM that computes exactly `lstm`'s function: its weights with the gate
         blocks reordered from nn.LSTM's i, f, g, o to i, f, o, g, and zero post-activation biases."""
-        if lstm.proj_size:
-            raise ValueError("PostBiasLSTM.from_lstm: projected nn.LSTMs (proj_size > 0) are not offered yet")
         weight = lstm.weight_ih_l0
         core = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias, lstm.batch_first, lstm.dropout,
-                   lstm.bidirectional, device=weight.device, dtype=weight.dtype)
+                   lstm.bidirectional, lstm.proj_size, device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
             for name in core._lstm_names():
                 getattr(core, name).copy_(_swap_g_and_o(getattr(lstm, name)))
+            for k in core._layer_keys() if core.proj_size else ():
+                getattr(core, f"weight_hr_l{k}").copy_(getattr(lstm, f"weight_hr_l{k}"))
             for k in core._layer_keys():
                 getattr(core, f"bias_cell_l{k}").zero_()
                 getattr(core, f"bias_hidden_l{k}").zero_()
@@ -419,10 +502,12 @@ class PostBiasLSTM(_GatedRecurrence):
                                  "activations; only a core with zero bias_cell_l* and bias_hidden_l* converts")
         weight = self.weight_ih_l0
         lstm = nn.LSTM(self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first, self.dropout,
-                       self.bidirectional, device=weight.device, dtype=weight.dtype)
+                       self.bidirectional, self.proj_size, device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
             for name in self._lstm_names():
                 getattr(lstm, name).copy_(_swap_g_and_o(getattr(self, name)))
+            for k in self._layer_keys() if self.proj_size else ():
+                getattr(lstm, f"weight_hr_l{k}").copy_(getattr(self, f"weight_hr_l{k}"))
         return lstm
 
     def step(self, gates, cells, layer):
@@ -436,10 +521,11 @@ class NovoLSTM(_GatedRecurrence):
         f, o = sigmoid(W_f|o [h(t-1), x(t)] + b_f|o)      g = tanh(W_g [h(t-1), x(t)] + b_g)
         c(t) = f * c(t-1) + i * g                          h(t) = o * tanh(c(t))
 
-    (softmax and LayerNorm over the H hidden units). Interface and shapes as `nn.LSTM`: state
-    (h, c), each (L, B, H). Parameters per layer k: `weight_ih_lk` (5H, in_k), `weight_hh_lk`
-    (5H, H), with bias `bias_ih_lk`, `bias_hh_lk` (5H), in gate blocks i, i', f, o, g; the
-    LayerNorm's scale `norm_weight_lk` (H, ones) and shift `norm_bias_lk` (H, zeros). Runs on the
+    (softmax and LayerNorm over the H hidden units); with `proj_size`, h(t) = W_hr (o * tanh(c(t))).
+    Interface, shapes and parameter names as `nn.LSTM` (see `CerebralLSTM`), state (h, c) with c
+    (L*D, B, H). Parameters per layer k: `weight_ih_lk` (5H, in_k), `weight_hh_lk` (5H, R), with
+    bias `bias_ih_lk`, `bias_hh_lk` (5H), in gate blocks i, i', f, o, g, with proj_size
+    `weight_hr_lk` (R, H); the LayerNorm's scale `norm_weight_lk` (H, ones) and shift `norm_bias_lk` (H, zeros). Runs on the
     equation path."""
 
     num_gates = 5

@@ -7,7 +7,13 @@ than `addmm`'s sgemm at one step's shapes and fuses the addition of the input pr
 the recurrent GEMM. Elsewhere (CUDA, float64, bf16 operands) the same code uses `addmm` and
 `F.linear`, so float64 gradcheck covers the math. `cerebral/cores.py` holds the equations this
 path is tested against.
+
+Steps are laid out as in a `PackedSequence`: the rows of step t follow those of step t-1, and
+step t has `batch_sizes[t]` rows, the sequences still running, longest first. A fixed-length
+batch is the case of equal batch sizes, a (T, B, ...) tensor viewed as (T * B, ...).
 """
+
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +22,10 @@ from torch.autograd.function import once_differentiable
 
 def _onednn(x):
     """Whether x's GEMMs go to oneDNN, the library `nn.LSTM` runs on: on the CPU in fp32 it is
-    about 30% faster than `addmm`'s sgemm at one step's shapes (128 x 512 by 512 x 4096)."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+    about 30% faster than `addmm`'s sgemm at one step's shapes (128 x 512 by 512 x 4096). Not
+    under torch.compile, whose inductor picks its own GEMMs (and cannot lower these ops)."""
+    return (not torch.compiler.is_compiling() and x.device.type == "cpu" and x.dtype == torch.float32
+            and torch.backends.mkldnn.is_available())
 
 
 def _linear(x, weight, bias=None):
@@ -37,18 +45,49 @@ def _add_matmul(add, x, weight):
     return torch.addmm(add, x, weight.t())
 
 
+def step_rows(batch_sizes):
+    """(first row, number of rows) of each step in the packed layout."""
+    return list(zip(itertools.accumulate([0, *batch_sizes[:-1]]), batch_sizes, strict=True))
+
+
+def last_rows(batch_sizes):
+    """Where each sequence's last step is, sequences in the packed order: a slice when all have the
+    same length, else an index tensor."""
+    if min(batch_sizes) == max(batch_sizes):
+        return slice(sum(batch_sizes) - batch_sizes[0], None)
+    rows = []
+    for (start, size), next_size in zip(step_rows(batch_sizes), [*batch_sizes[1:], 0], strict=True):
+        rows[:0] = range(start + next_size, start + size)  # these sequences end at this step
+    return torch.tensor(rows)
+
+
+def _previous_rows(batch_sizes):
+    """For each row, the row of the same sequence one step earlier in [initial state rows, then
+    the rows of the steps]: a slice when all sequences have the same length."""
+    batch = batch_sizes[0]
+    if min(batch_sizes) == max(batch_sizes):
+        return slice(0, sum(batch_sizes))
+    starts = [0] + [batch + start for start, _ in step_rows(batch_sizes)[:-1]]
+    return torch.cat([torch.arange(start, start + size) for start, size in zip(starts, batch_sizes, strict=True)])
+
+
 class FusedLayer(torch.autograd.Function):
     """One layer over all time steps for P LSTM paths that share the hidden state:
 
         i, f, o, g = sigmoid, sigmoid, sigmoid, tanh of (xz[t] + h(t-1) W_hh^T)  (each P*H wide)
         c(t) = f * c(t-1) + i * g  [+ b_c]
-        h(t) = sum over the P paths of o * tanh(c(t))  [+ b_h]
+        h(t) = sum over the P paths of o * tanh(c(t))  [+ b_h],  then [W_hr h(t)]
 
-    P = 2 is the Cerebral LSTM, P = 1 with b_c, b_h the post-bias LSTM. The input projection
-    xz = x W_ih^T + b of every step is one GEMM; gate blocks are i, f, o, g so that one sigmoid
-    covers i, f, o and one tanh covers g, each block holding the P paths. Forward keeps the
-    activated gates and tanh(c); backward walks the steps once for the gate gradients and
-    computes each weight's gradient as one GEMM over all steps.
+    P = 2 is the Cerebral LSTM, P = 1 with b_c, b_h the post-bias LSTM; W_hr is the projection of
+    a projected LSTM (`proj_size`). The input projection xz = x W_ih^T + b of every step is one
+    GEMM; gate blocks are i, f, o, g so that one sigmoid covers i, f, o and one tanh covers g,
+    each block holding the P paths. Forward keeps the activated gates and tanh(c); backward walks
+    the steps once for the gate gradients and computes each weight's gradient as one GEMM over
+    all steps.
+
+    x is (N, input) in the packed layout of `batch_sizes` (module docstring); h0 and c0 hold the
+    B = batch_sizes[0] sequences. Returns the output rows (N, H or proj) and each sequence's last
+    cell state (B, P*H).
 
     `gemm_dtype` (e.g. bfloat16, from autocast) gives every GEMM operand that dtype, forward and
     backward; each product is rounded to it and everything else (gates, cell states, h, the
@@ -56,67 +95,88 @@ class FusedLayer(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, w_ih, bias, w_hh, h0, c0, bias_cell=None, bias_hidden=None, gemm_dtype=None):
-        steps, batch, gate_width = x.shape[0], x.shape[1], w_ih.shape[0]
+    def forward(ctx, x, w_ih, bias, w_hh, h0, c0, bias_cell, bias_hidden, w_hr, batch_sizes, gemm_dtype=None):
+        rows, total, batch, gate_width = step_rows(batch_sizes), x.shape[0], h0.shape[0], w_ih.shape[0]
         if gemm_dtype in (None, x.dtype):
-            x_g, w_ih_g, w_hh_g = x, w_ih, w_hh
-            xz = _linear(x.reshape(steps * batch, -1), w_ih, bias).view(steps, batch, gate_width)
+            x_g, w_ih_g, w_hh_g, w_hr_g = x, w_ih, w_hh, w_hr
+            xz = _linear(x, w_ih, bias)
         else:  # the operands rounded to gemm_dtype, the bias added in full precision
             x_g, w_ih_g, w_hh_g = x.to(gemm_dtype), w_ih.to(gemm_dtype), w_hh.to(gemm_dtype)
-            xz = _linear(x_g.reshape(steps * batch, -1), w_ih_g).to(x.dtype).view(steps, batch, gate_width)
+            w_hr_g = w_hr.to(gemm_dtype) if w_hr is not None else None
+            xz = _linear(x_g, w_ih_g).to(x.dtype)
             if bias is not None:
                 xz.add_(bias)
-        hidden, width = h0.shape[-1], gate_width // 4
+        width = gate_width // 4
+        hidden = w_hr.shape[1] if w_hr is not None else h0.shape[-1]
         gates = []  # activated i, f, o, g of each step
-        cells = xz.new_empty(steps + 1, batch, width)
-        cells[0] = c0
-        tanh_cells = xz.new_empty(steps, batch, width)
-        out = xz.new_empty(steps, batch, hidden)
-        h = h0
-        for t in range(steps):
-            a = _add_matmul(xz[t], h.to(w_hh_g.dtype), w_hh_g)
+        cells = xz.new_empty(batch + total, width)  # c0, then c(t) of every row
+        cells[:batch] = c0
+        tanh_cells = xz.new_empty(total, width)
+        out = xz.new_empty(total, h0.shape[-1])
+        summed = out if w_hr is None else xz.new_empty(total, hidden)  # h before the projection
+        h, previous = h0, 0  # previous: where the rows of the step before start in `cells`
+        for start, size in rows:
+            here = slice(start, start + size)
+            a = _add_matmul(xz[here], h[:size].to(w_hh_g.dtype), w_hh_g)
             a[:, : 3 * width].sigmoid_()
             a[:, 3 * width :].tanh_()
             gates.append(a)
             i, f, o, g = a.split(width, dim=1)
-            c = torch.mul(f, cells[t], out=cells[t + 1]).addcmul_(i, g)
+            c = torch.mul(f, cells[previous : previous + size], out=cells[batch + start : batch + start + size])
+            c.addcmul_(i, g)
             if bias_cell is not None:
                 c.add_(bias_cell)
-            tanh_c = torch.tanh(c, out=tanh_cells[t])
-            h = torch.mul(o[:, :hidden], tanh_c[:, :hidden], out=out[t])
+            tanh_c = torch.tanh(c, out=tanh_cells[here])
+            h = torch.mul(o[:, :hidden], tanh_c[:, :hidden], out=summed[here])
             for p in range(hidden, width, hidden):  # the other paths' o * tanh(c), summed into h
                 h.addcmul_(o[:, p : p + hidden], tanh_c[:, p : p + hidden])
             if bias_hidden is not None:
                 h.add_(bias_hidden)
-        ctx.save_for_backward(x_g, w_ih_g, w_hh_g, h0, out, cells, tanh_cells, *gates)
+            if w_hr is not None:
+                out[here] = _linear(h.to(w_hr_g.dtype), w_hr_g)
+                h = out[here]
+            previous = batch + start
+        ctx.save_for_backward(x_g, w_ih_g, w_hh_g, w_hr_g, h0, out, summed, cells, tanh_cells, *gates)
         ctx.dtypes = x.dtype, w_ih.dtype
         ctx.biases = bias is not None, bias_cell is not None, bias_hidden is not None
-        return out, cells[steps].clone()
+        ctx.batch_sizes = batch_sizes
+        last = last_rows(batch_sizes)
+        c_last = cells[batch:][last]
+        return out, c_last.clone() if isinstance(last, slice) else c_last
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out, d_c_last):
-        x, w_ih, w_hh, h0, out, cells, tanh_cells, *gates = ctx.saved_tensors  # x, weights in the GEMMs' dtype
+        x, w_ih, w_hh, w_hr, h0, out, summed, cells, tanh_cells, *gates = ctx.saved_tensors  # x, weights as in the GEMMs
         gemm, (x_dtype, w_dtype) = w_hh.dtype, ctx.dtypes
-        steps, (batch, gate_width) = len(gates), gates[0].shape
-        hidden, width = h0.shape[-1], gate_width // 4
+        rows, batch, gate_width = step_rows(ctx.batch_sizes), h0.shape[0], gates[0].shape[1]
+        width, hidden = gate_width // 4, summed.shape[1]
         paths = width // hidden
-        d_gates = gates[0].new_empty(steps, batch, gate_width)
+        d_gates = gates[0].new_empty(len(x), gate_width)
         has_bias, has_bias_cell, has_bias_hidden = ctx.biases
         d_bias_cell = h0.new_zeros(width) if has_bias_cell else None
         d_bias_hidden = h0.new_zeros(hidden) if has_bias_hidden else None
-        dc = d_c_last.clone()  # dL/dc(t), carried back through the steps
-        dh = d_out[steps - 1]  # dL/dh(t) in full (autograd passes zeros for unused outputs)
+        d_h_projected = d_out.new_empty(d_out.shape) if w_hr is not None else None  # dL/dh(t) of each row
+        w_hr_t = w_hr.t().contiguous() if w_hr is not None else None
+        dc_all = d_c_last.clone()  # dL/dc(t), carried back through the steps; row j = sequence j
+        start, size = rows[-1]
+        dh = d_out[start : start + size]  # dL/dh(t) in full (autograd passes zeros for unused outputs)
         w_hh_t = w_hh.t().contiguous()  # the weight of dL/dh(t-1) = d_gates(t) @ w_hh
+        for t in reversed(range(len(rows))):
+            start, size = rows[t]
+            here = slice(start, start + size)
+            previous = batch + rows[t - 1][0] if t > 0 else 0
 
-        def by_path(x):  # h is shared: broadcast its gradient over the paths
-            return x.view(batch, paths, hidden)
+            def by_path(x, size=size):  # h is shared: broadcast its gradient over the paths
+                return x.view(size, paths, hidden)
 
-        for t in reversed(range(steps)):
-            a, d_a = gates[t], d_gates[t]
+            if w_hr is not None:  # through the projection to the sum of the paths
+                d_h_projected[here] = dh
+                dh = _linear(dh.to(gemm), w_hr_t).to(x_dtype)
+            a, d_a, dc = gates[t], d_gates[here], dc_all[:size]
             i, f, o, g = a.split(width, dim=1)
             d_i, d_f, d_o, d_g = d_a.split(width, dim=1)
-            dh_paths, tanh_c = dh.unsqueeze(1), by_path(tanh_cells[t])
+            dh_paths, tanh_c = dh.unsqueeze(1), by_path(tanh_cells[here])
             torch.mul(dh_paths, tanh_c, out=by_path(d_o))
             by_path(dc).add_(torch.ops.aten.tanh_backward(dh_paths * by_path(o), tanh_c))
             if has_bias_cell:
@@ -124,20 +184,23 @@ class FusedLayer(torch.autograd.Function):
             if has_bias_hidden:
                 d_bias_hidden += dh.sum(0)
             torch.mul(dc, g, out=d_i)
-            torch.mul(dc, cells[t], out=d_f)
+            torch.mul(dc, cells[previous : previous + size], out=d_f)
             torch.mul(dc, i, out=d_g)
             dc.mul_(f)
             torch.ops.aten.sigmoid_backward(d_a[:, : 3 * width], a[:, : 3 * width], grad_input=d_a[:, : 3 * width])
             torch.ops.aten.tanh_backward(d_g, g, grad_input=d_g)
             if t > 0:
-                dh = _add_matmul(d_out[t - 1], d_a.to(gemm), w_hh_t)
+                d_out_before = d_out[rows[t - 1][0] : rows[t - 1][0] + rows[t - 1][1]]
+                dh = _add_matmul(d_out_before[:size], d_a.to(gemm), w_hh_t)
+                if len(d_out_before) > size:  # the sequences that ended at step t-1
+                    dh = torch.cat([dh, d_out_before[size:]])
             else:
                 dh0 = _linear(d_a.to(gemm), w_hh_t).to(h0.dtype)
-        d_xz = d_gates.view(-1, gate_width)
+        d_xz = d_gates
         d_bias = d_xz.sum(0) if has_bias else None
         d_xz = d_xz.to(gemm)
-        x_flat = x.reshape(steps * batch, -1)
-        h_prev = torch.cat([h0.unsqueeze(0), out[:-1]]).view(-1, hidden).to(gemm)
-        d_x = _linear(d_xz, w_ih.t().contiguous()).view(x.shape).to(x_dtype) if ctx.needs_input_grad[0] else None
-        d_w_ih, d_w_hh = (d_xz.t() @ x_flat).to(w_dtype), (d_xz.t() @ h_prev).to(w_dtype)
-        return d_x, d_w_ih, d_bias, d_w_hh, dh0, dc, d_bias_cell, d_bias_hidden, None
+        h_before = torch.cat([h0, out])[_previous_rows(ctx.batch_sizes)].to(gemm)  # h(t-1) of each row
+        d_x = _linear(d_xz, w_ih.t().contiguous()).to(x_dtype) if ctx.needs_input_grad[0] else None
+        d_w_ih, d_w_hh = (d_xz.t() @ x).to(w_dtype), (d_xz.t() @ h_before).to(w_dtype)
+        d_w_hr = (d_h_projected.to(gemm).t() @ summed.to(gemm)).to(w_dtype) if w_hr is not None else None
+        return d_x, d_w_ih, d_bias, d_w_hh, dh0, dc_all, d_bias_cell, d_bias_hidden, d_w_hr, None, None

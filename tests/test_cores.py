@@ -4,6 +4,7 @@ import pytest
 import torch
 from conftest import assert_close_nested, assert_same_gradients, layer_bias, random_cerebral_state
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from cerebral import CerebralLSTM, CerebralLSTMCell
 from cerebral.cores import PostBiasLSTM
@@ -97,6 +98,66 @@ def test_cerebral_lstm_matches_the_readme_equations(layers, bias, batch_first, i
     expected_output, expected_final = reference_cerebral(core, x, state)
     assert_close_nested(output.transpose(0, 1) if batch_first else output, expected_output)
     assert_close_nested(final, expected_final)
+
+
+def reference_cerebral_sequence(core, x, h0, cu0, cl0):
+    """One sequence x (T, input) alone through every layer and direction, the README step by step,
+    then the projection h = W_hr h where the core has one; the reverse direction reads x last to
+    first. Returns the output (T, D*R) and the final h, c_upper, c_lower (each L*D rows)."""
+    finals = []
+    for k in range(core.num_layers):
+        outputs = []
+        for d, suffix in enumerate(("", "_reverse")[: core.num_directions]):
+            key, row = f"{k}{suffix}", k * core.num_directions + d
+            W, b = readme_weights(getattr(core, f"weight_ih_l{key}"), getattr(core, f"weight_hh_l{key}"),
+                                  layer_bias(core, key))
+            h, cu, cl = h0[row], cu0[row], cl0[row]
+            output = []
+            for x_t in x.flip(0) if suffix else x:
+                h, cu, cl = readme_cerebral_step(x_t, h, cu, cl, W, b)
+                if core.proj_size:
+                    h = getattr(core, f"weight_hr_l{key}") @ h
+                output.append(h)
+            output = torch.stack(output)
+            outputs.append(output.flip(0) if suffix else output)
+            finals.append((h, cu, cl))
+        x = torch.cat(outputs, dim=-1)
+    h, cu, cl = (torch.stack(f) for f in zip(*finals, strict=True))
+    return x, h, cu, cl
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("layers,bidirectional,proj_size,batch_first", [
+    (1, True, 0, False), (2, True, 3, True), (2, False, 3, False), (1, False, 2, True)])
+def test_cerebral_lstm_matches_the_readme_equations_sequence_by_sequence_in_every_mode(layers, bidirectional, proj_size,
+                                                                                      batch_first, fused):
+    """Packed (unsorted, lengths down to 1), padded and unbatched input against each sequence run
+    alone through the float64 transcription."""
+    torch.manual_seed(7)
+    core = CerebralLSTM(4, 5, layers, bidirectional=bidirectional, proj_size=proj_size, batch_first=batch_first)
+    core.fused = fused
+    rows = layers * core.num_directions
+    lengths = [3, 6, 1, 4]
+    x = torch.randn(6, len(lengths), 4)  # time-major; step t of sequence j is x[t, j]
+    h0, cu0, cl0 = torch.randn(rows, 4, proj_size or 5), torch.randn(rows, 4, 5), torch.randn(rows, 4, 5)
+    expected = [reference_cerebral_sequence(core, x[:n, j], h0[:, j], cu0[:, j], cl0[:, j])
+                for j, n in enumerate(lengths)]
+
+    packed = pack_padded_sequence(x.transpose(0, 1) if batch_first else x, torch.tensor(lengths), batch_first,
+                                  enforce_sorted=False)
+    output, (h, (cu, cl)) = core(packed, (h0, (cu0, cl0)))
+    output, output_lengths = pad_packed_sequence(output)
+    assert output_lengths.tolist() == lengths
+    for j, (n, (out_j, h_j, cu_j, cl_j)) in enumerate(zip(lengths, expected, strict=True)):
+        assert_close_nested((output[:n, j], h[:, j], cu[:, j], cl[:, j]), (out_j, h_j, cu_j, cl_j))
+
+    n = max(lengths)
+    longest = lengths.index(n)
+    padded_output, (h, (cu, cl)) = core(x.transpose(0, 1) if batch_first else x, (h0, (cu0, cl0)))
+    padded_output = padded_output.transpose(0, 1) if batch_first else padded_output
+    assert_close_nested((padded_output[:, longest], h[:, longest], cu[:, longest], cl[:, longest]), expected[longest])
+    unbatched = core(x[:, longest], (h0[:, longest], (cu0[:, longest], cl0[:, longest])))
+    assert_close_nested(unbatched, (expected[longest][0], (expected[longest][1], expected[longest][2:])))
 
 
 def test_cerebral_lstm_zero_state_and_unbatched_input():

@@ -35,10 +35,26 @@ def test_the_cell_takes_dtype_and_device():
     assert h.dtype == c_upper.dtype == c_lower.dtype == torch.float64 and h.shape == (2, 4)
 
 
+@pytest.mark.parametrize("proj_size", [-1, 4, 5, 2.0])
 @pytest.mark.parametrize("cls", [CerebralLSTM, PostBiasLSTM, NovoLSTM])
-def test_what_is_not_offered_yet_is_refused_in_one_clear_message(cls):
-    with pytest.raises(NotImplementedError, match="does not offer proj_size > 0 yet"):
-        cls(3, 4, proj_size=2)
+def test_a_projection_not_smaller_than_the_state_is_refused_in_one_clear_message(cls, proj_size):
+    with pytest.raises(ValueError, match="proj_size must be 0 .* smaller than hidden_size"):
+        cls(3, 4, proj_size=proj_size)
+
+
+@pytest.mark.parametrize("cls", [CerebralLSTM, PostBiasLSTM, NovoLSTM])
+def test_projected_cores_have_nn_lstm_parameter_names_order_and_shapes(cls):
+    core = cls(3, 4, num_layers=2, bidirectional=True, proj_size=2, stacked_state=True) if cls is CerebralLSTM \
+        else cls(3, 4, num_layers=2, bidirectional=True, proj_size=2)
+    lstm = nn.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2)
+    ours = [name for name, _ in core.named_parameters() if not name.startswith(("bias_cell", "bias_hidden", "norm_"))]
+    assert ours == [name for name, _ in lstm.named_parameters()]
+    assert core.weight_hr_l1_reverse.shape == lstm.weight_hr_l1_reverse.shape == (2, 4)
+    assert core.weight_ih_l1.shape[1] == 4 and core.weight_hh_l0.shape[1] == 2  # D * proj below; proj recurrent
+    output, (h, c) = core(torch.randn(5, 3, 3))
+    assert output.shape == (5, 3, 4) and h.shape == (4, 3, 2)
+    assert c.shape == ((4, 3, 8) if cls is CerebralLSTM else (4, 3, 4))
+    assert "proj_size=2" in repr(core)
 
 
 @pytest.mark.parametrize("cls", [CerebralLSTM, PostBiasLSTM, NovoLSTM])

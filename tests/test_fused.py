@@ -54,18 +54,25 @@ def test_fused_matches_the_reference_in_outputs_and_every_gradient(cls, input_si
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("paths,bias,post_biases", [(2, False, False), (2, True, False), (1, False, True), (1, True, False)])
-def test_fused_backward_gradcheck(paths, bias, post_biases):
-    torch.manual_seed(paths)
-    steps, batch, inputs, hidden = 4, 3, 3, 2
-    width = paths * hidden
+LAYOUTS = {"fixed": (3, 3, 3, 3), "packed": (3, 3, 2, 1)}  # batch sizes of the steps (rows in packed layout)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("paths,bias,post_biases,projection",
+                         [(2, False, False, 0), (2, True, False, 0), (1, False, True, 0), (1, True, False, 0),
+                          (2, True, False, 1), (1, True, True, 1)])
+def test_fused_backward_gradcheck(paths, bias, post_biases, projection, layout):
+    torch.manual_seed(paths + 10 * projection)
+    batch_sizes, inputs, hidden = LAYOUTS[layout], 3, 2
+    width, output = paths * hidden, projection or hidden
+
     def make(*shape):
         return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-    args = [make(steps, batch, inputs), make(4 * width, inputs), make(4 * width) if bias else None,
-            make(4 * width, hidden), make(batch, hidden), make(batch, width)]
-    if post_biases:
-        args += [make(width), make(hidden)]
-    assert torch.autograd.gradcheck(FusedLayer.apply, tuple(args))
+    args = (make(sum(batch_sizes), inputs), make(4 * width, inputs), make(4 * width) if bias else None,
+            make(4 * width, output), make(batch_sizes[0], output), make(batch_sizes[0], width),
+            make(width) if post_biases else None, make(hidden) if post_biases else None,
+            make(projection, hidden) if projection else None, batch_sizes)
+    assert torch.autograd.gradcheck(FusedLayer.apply, args)
 
 
 def test_the_paper_models_use_the_fused_path():
@@ -98,10 +105,12 @@ def test_same_outputs_as_the_upstream_package_with_its_weights():
 
 def test_to_upstream_refuses_what_the_package_cannot_take():
     pytest.importorskip("cerebral_lstm")
-    with pytest.raises(ValueError, match="time-major input in one direction only"):
+    with pytest.raises(ValueError, match="time-major input in one direction, without projection"):
         CerebralLSTM(3, 4, batch_first=True).to_upstream()
     with pytest.raises(ValueError, match="bidirectional=False"):
         CerebralLSTM(3, 4, bidirectional=True).to_upstream()
+    with pytest.raises(ValueError, match="proj_size=0"):
+        CerebralLSTM(3, 4, proj_size=2).to_upstream()
     torch.manual_seed(2)
     ours = CerebralLSTM(3, 4, num_layers=2, bias=False)
     x = torch.randn(5, 2, 3)

@@ -1,46 +1,75 @@
 """nn.LSTM as the oracle: with zero post-activation biases, PostBiasLSTM computes nn.LSTM's function,
-through its converters, on the fused path and on the equation path, within 1e-5 in fp32."""
+through its converters, on the fused path and on the equation path, within 1e-5 in fp32, in every
+mode of nn.LSTM: layers, directions, batch_first, bias, projection, and plain, packed (sorted and
+unsorted) and unbatched input. The Cerebral core faces nn.LSTM with its lower path shut."""
 
 import itertools
 
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from cerebral import CerebralLSTM, PostBiasLSTM
 from cerebral.cores import _swap_g_and_o
 
-MODES = list(itertools.product([1, 2], [True, False], [True, False], ["batched", "unbatched"], [True, False],
-                               [False, True]))
+pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+
+INPUTS = ["plain", "packed sorted", "packed unsorted", "unbatched"]
+BATCH, STEPS, FEATURES, HIDDEN, PROJECTION = 4, 7, 5, 6, 3
+
+
+def make_input(kind, batch_first, generator):
+    """(input for the module, the leaf tensor its gradient reaches, batch or None if unbatched)."""
+    if kind == "unbatched":
+        x = torch.randn(STEPS, FEATURES, generator=generator, requires_grad=True)
+        return x, x, None
+    x = torch.randn(*((BATCH, STEPS) if batch_first else (STEPS, BATCH)), FEATURES, generator=generator,
+                    requires_grad=True)
+    if kind == "plain":
+        return x, x, BATCH
+    lengths = [7, 5, 2, 1] if kind == "packed sorted" else [2, 7, 1, 5]  # a sequence of length 1 among them
+    return pack_padded_sequence(x, torch.tensor(lengths), batch_first, enforce_sorted=kind == "packed sorted"), x, BATCH
+
+
+def make_state(module, batch, generator):
+    directions, layers = 2 if module.bidirectional else 1, module.num_layers
+    batch_shape = (batch,) if batch else ()
+    h = torch.randn(layers * directions, *batch_shape, module.proj_size or HIDDEN, generator=generator)
+    c = torch.randn(layers * directions, *batch_shape, HIDDEN, generator=generator)
+    return h.requires_grad_(), c.requires_grad_()
 
 
 def run(module, x, state):
+    """The module's output (as one tensor) and final state, after a backward pass of a weighted sum of them."""
     output, (h, c) = module(x, state)
+    if isinstance(output, PackedSequence):
+        output = output.data
     weights = torch.linspace(-1, 1, output.numel()).view_as(output)
     ((weights * output).sum() + h.sum() + 2 * c.sum()).backward()
     return output, h, c
 
 
-@pytest.mark.parametrize("layers,bias,batch_first,shape,fused,bidirectional", MODES)
-def test_post_bias_lstm_from_nn_lstm_matches_it_in_outputs_states_and_every_gradient(layers, bias, batch_first,
-                                                                                    shape, fused, bidirectional):
+MODES = list(itertools.product([1, 2], [False, True], [False, True], [True, False], [0, PROJECTION], INPUTS,
+                               [True, False]))
+
+
+@pytest.mark.parametrize("layers,bidirectional,batch_first,bias,proj_size,kind,fused", MODES)
+def test_post_bias_lstm_from_nn_lstm_matches_it_in_outputs_states_and_every_gradient(layers, bidirectional, batch_first,
+                                                                                    bias, proj_size, kind, fused):
     torch.manual_seed(layers * 10 + bias * 2 + batch_first)
-    lstm = nn.LSTM(5, 6, layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional)
+    lstm = nn.LSTM(FEATURES, HIDDEN, layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional,
+                   proj_size=proj_size)
     core = PostBiasLSTM.from_lstm(lstm)
     core.fused = fused
-    x = torch.randn(*((3, 7) if batch_first else (7, 3)), 5) if shape == "batched" else torch.randn(7, 5)
-    directions = 2 if bidirectional else 1
-    state_shape = (layers * directions, 3, 6) if shape == "batched" else (layers * directions, 6)
-    state = (torch.randn(state_shape), torch.randn(state_shape))
-    inputs = {}
+    results = {}
     for name, module in (("lstm", lstm), ("ours", core)):
-        leaves = [t.clone().requires_grad_() for t in (x, *state)]
-        inputs[name] = leaves
-        inputs[name + "_out"] = run(module, leaves[0], tuple(leaves[1:]))
-    for ours, theirs in zip(inputs["ours_out"], inputs["lstm_out"], strict=True):
+        generator = torch.Generator().manual_seed(7)  # the same input and state for both
+        x, leaf, batch = make_input(kind, batch_first, generator)
+        state = make_state(module, batch, generator)
+        results[name] = [*run(module, x, state), leaf.grad, *(s.grad for s in state)]
+    for ours, theirs in zip(results["ours"], results["lstm"], strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
-    for ours, theirs in zip(inputs["ours"], inputs["lstm"], strict=True):
-        torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-5, atol=1e-5)
     converted_grads = PostBiasLSTM.from_lstm(_grads_as_lstm(lstm))
     for name, p in core.named_parameters():
         if name.startswith(("bias_cell", "bias_hidden")):
@@ -52,7 +81,7 @@ def test_post_bias_lstm_from_nn_lstm_matches_it_in_outputs_states_and_every_grad
 def _grads_as_lstm(lstm):
     """An nn.LSTM whose parameters are `lstm`'s gradients (so that from_lstm reorders them alike)."""
     copy = nn.LSTM(lstm.input_size, lstm.hidden_size, lstm.num_layers, bias=lstm.bias, batch_first=lstm.batch_first,
-                   bidirectional=lstm.bidirectional)
+                   bidirectional=lstm.bidirectional, proj_size=lstm.proj_size)
     with torch.no_grad():
         for name, p in lstm.named_parameters():
             getattr(copy, name).copy_(p.grad)
@@ -75,25 +104,34 @@ def test_to_lstm_round_trips_and_refuses_post_activation_biases():
     torch.testing.assert_close(core.to_lstm()(x)[0], core(x)[0], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("layers,batch_first,shape,fused,bidirectional",
-                         list(itertools.product([1, 2], [True, False], ["batched", "unbatched"], [True, False],
-                                                [False, True])))
-def test_cerebral_lstm_with_its_lower_path_shut_is_nn_lstm(layers, batch_first, shape, fused, bidirectional):
+@pytest.mark.parametrize("layers,bidirectional,batch_first,proj_size,kind,fused",
+                         list(itertools.product([1, 2], [False, True], [False, True], [0, PROJECTION], INPUTS,
+                                                [True, False])))
+def test_cerebral_lstm_with_its_lower_path_shut_is_nn_lstm(layers, bidirectional, batch_first, proj_size, kind, fused):
     """Upper path = nn.LSTM's weights, lower output gate shut (bias -1e4: sigmoid is exactly 0 in
-    fp32), so h = U_o * tanh(U_c): the Cerebral core itself faces the oracle, forward."""
+    fp32), so h = [W_hr] U_o * tanh(U_c): the Cerebral core itself faces the oracle, forward."""
     torch.manual_seed(layers + 2 * batch_first)
-    lstm = nn.LSTM(5, 6, layers, batch_first=batch_first, bidirectional=bidirectional)
-    core = CerebralLSTM(5, 6, layers, batch_first=batch_first, bidirectional=bidirectional)
+    lstm = nn.LSTM(FEATURES, HIDDEN, layers, batch_first=batch_first, bidirectional=bidirectional, proj_size=proj_size)
+    core = CerebralLSTM(FEATURES, HIDDEN, layers, batch_first=batch_first, bidirectional=bidirectional,
+                        proj_size=proj_size)
     core.fused = fused
     with torch.no_grad():
         for k in core._layer_keys():
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                ours = getattr(core, f"{name}_l{k}").view(4, 2, 6, -1)  # gate blocks i, f, o, g; upper, lower
-                ours[:, 0] = _swap_g_and_o(getattr(lstm, f"{name}_l{k}")).view(4, 6, -1)
-            getattr(core, f"bias_ih_l{k}").view(4, 2, 6)[2, 1] = -1e4  # the lower path's output gate
-    x = torch.randn(*((3, 7) if batch_first else (7, 3)), 5) if shape == "batched" else torch.randn(7, 5)
-    expected, (h_lstm, c_lstm) = lstm(x)
-    output, (h, (c_upper, _)) = core(x)
+                ours = getattr(core, f"{name}_l{k}").view(4, 2, HIDDEN, -1)  # gate blocks i, f, o, g; upper, lower
+                ours[:, 0] = _swap_g_and_o(getattr(lstm, f"{name}_l{k}")).view(4, HIDDEN, -1)
+            getattr(core, f"bias_ih_l{k}").view(4, 2, HIDDEN)[2, 1] = -1e4  # the lower path's output gate
+            if proj_size:
+                getattr(core, f"weight_hr_l{k}").copy_(getattr(lstm, f"weight_hr_l{k}"))
+    x, _, batch = make_input(kind, batch_first, torch.Generator().manual_seed(3))
+    h0, c0 = make_state(lstm, batch, torch.Generator().manual_seed(4))
+    expected, (h_lstm, c_lstm) = lstm(x, (h0, c0))
+    output, (h, (c_upper, _)) = core(x, (h0, (c0, torch.randn_like(c0))))
+    if kind.startswith("packed"):
+        assert torch.equal(output.batch_sizes, expected.batch_sizes)
+        assert torch.equal(output.unsorted_indices, expected.unsorted_indices) if kind == "packed unsorted" else \
+            output.unsorted_indices is None
+        output, expected = output.data, expected.data
     torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(h, h_lstm, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(c_upper, c_lstm, rtol=1e-5, atol=1e-5)

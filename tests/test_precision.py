@@ -10,10 +10,12 @@ import pytest
 import torch
 from conftest import ROOT, tiny_overrides
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from cerebral import precision
 from cerebral.config import ConfigError, compose
 from cerebral.cores import CerebralLSTM, CerebralLSTMPrinted, NovoLSTM, PostBiasLSTM
+from cerebral.fused import FusedLayer
 from cerebral.losslog import read_losses
 from cerebral.models import build_model
 from cerebral.report import fidelity, fidelity_table
@@ -89,6 +91,42 @@ def test_fused_bf16_agrees_with_the_equation_path_in_bf16(core_class):
     assert relative_error(fused_out, eq_out) < OUTPUT_TOLERANCE
     for ours, theirs in zip(fused_grads, eq_grads, strict=True):
         assert relative_error(ours, theirs) < AUTOGRAD_GRADIENT_TOLERANCE
+
+
+@pytest.mark.parametrize("mode", ["bidirectional", "packed", "projected", "packed bidirectional projected"])
+@pytest.mark.parametrize("core_class", [CerebralLSTM, PostBiasLSTM])
+def test_the_fused_path_runs_every_mode_in_bf16_within_tolerance_of_fp32(core_class, mode, monkeypatch):
+    calls = []  # (gemm dtype) of each FusedLayer call: no silent fallback to the equation path
+    apply = FusedLayer.apply
+    monkeypatch.setattr(FusedLayer, "apply", lambda *args: calls.append(args[-1]) or apply(*args))
+    torch.manual_seed(2)
+    core = core_class(24, 32, 2, bidirectional="bidirectional" in mode, proj_size=16 if "projected" in mode else 0)
+    x = torch.randn(20, 16, 24, requires_grad=True)
+    lengths = torch.randint(1, 21, (16,))
+    run = (lambda x: core(pack_padded_sequence(x, lengths, enforce_sorted=False))) if "packed" in mode else core
+
+    def outputs_and_gradients(precision_mode, fused=True):
+        core.fused = fused
+        core.zero_grad()
+        x.grad = None
+        with precision.autocast(precision_mode, "cpu"):
+            output, (h, _) = run(x)
+        output = output.data if "packed" in mode else output
+        (output * torch.linspace(-1, 1, output.numel()).view_as(output)).sum().backward()
+        return [output.detach(), h.detach()], [p.grad.clone() for p in core.parameters()] + [x.grad.clone()]
+
+    out32, grads32 = outputs_and_gradients("fp32")
+    assert calls == [None] * 2 * core.num_directions
+    out16, grads16 = outputs_and_gradients("bf16")
+    assert calls[2 * core.num_directions:] == [torch.bfloat16] * 2 * core.num_directions
+    for o16, o32 in zip(out16, out32, strict=True):
+        assert o16.dtype == torch.float32 and relative_error(o16, o32) < OUTPUT_TOLERANCE and not torch.equal(o16, o32)
+    # A gradient summed over many rows with cancellation (a deep reverse layer's b_h) can drift
+    # further; it must then drift no more than the same products through autograd do.
+    _, equation_grads16 = outputs_and_gradients("bf16", fused=False)
+    for g16, g32, eq16 in zip(grads16, grads32, equation_grads16, strict=True):
+        assert g16.dtype == torch.float32
+        assert relative_error(g16, g32) < max(FUSED_GRADIENT_TOLERANCE, 1.1 * relative_error(eq16, g32))
 
 
 @pytest.mark.parametrize("model", ["single_lstm", "stacked_lstm", "cerebral_lstm", "novo_lstm"])

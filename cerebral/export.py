@@ -1,0 +1,74 @@
+"""Export a trained character model to ONNX, with the batch and time dimensions dynamic:
+
+    python -m cerebral.export results/paper/cerebral_lstm/seed0 cerebral_lstm.onnx
+
+Under export the Cerebral, post-bias and NovoLSTM cores run their `scan` form (the equations
+of the reference path; cerebral/cores.py), which both exporters keep as one loop: a Scan node in
+ONNX, so one file takes any batch size and sequence length. `nn.LSTM` (the single LSTM) goes
+through PyTorch's own export of it. The model's input is `tokens` (B, T), int64 ids of the run's
+vocabulary; its outputs are `logits` (B, T, vocab) and the final state: `h`, then the cell
+state(s) `c` (or `c_upper`, `c_lower`), each (L*D, B, H). Needs the `onnx` and `onnxscript`
+packages (requirements.txt pins them); ONNX Runtime runs the file.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch.export._patches import register_lstm_while_loop_decomposition
+
+from cerebral.generate import load_trained
+
+EXAMPLE_BATCH, EXAMPLE_STEPS = 2, 5  # the example input traced; the exported sizes stay free
+
+
+def _dynamic_shapes():
+    return {"tokens": {0: torch.export.Dim("batch", min=1), 1: torch.export.Dim("time", min=1)}}
+
+
+def _example(model):
+    device = next(model.parameters()).device
+    return (torch.zeros(EXAMPLE_BATCH, EXAMPLE_STEPS, dtype=torch.long, device=device),)
+
+
+def output_names(model):
+    """The names of the exported outputs: logits, then the state as the core returns it."""
+    cells = ("c_upper", "c_lower") if getattr(model.core, "num_cells", 1) == 2 else ("c",)
+    return ["logits", "h", *cells]
+
+
+def export_program(model):
+    """`torch.export` of the eval-mode model, batch and time dynamic. nn.LSTM exports with its
+    time loop as a while_loop, the decomposition torch.onnx.export registers for it too."""
+    with torch.no_grad(), register_lstm_while_loop_decomposition():
+        return torch.export.export(model.eval(), _example(model), dynamic_shapes=_dynamic_shapes())
+
+
+def export_onnx(model, path):
+    """Write the eval-mode model to `path` as one ONNX file, batch and time dynamic."""
+    with torch.no_grad():
+        program = torch.onnx.export(model.eval(), _example(model), dynamic_shapes=_dynamic_shapes(), dynamo=True,
+                                    input_names=["tokens"], output_names=output_names(model),
+                                    external_data=False, verbose=False)
+    program.save(str(path))
+    return Path(path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Export a trained character model to ONNX (batch and time dynamic).")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("out", type=Path, help="the .onnx file to write")
+    args = parser.parse_args(argv)
+    try:
+        model, vocab = load_trained(args.run_dir)
+    except (FileNotFoundError, ValueError) as e:  # ConfigError is a ValueError
+        sys.exit(f"error: {e}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, args.out)
+    print(f"wrote {args.out}: input tokens (batch, time) of {len(vocab)} characters; outputs "
+          f"{', '.join(output_names(model))}")
+
+
+if __name__ == "__main__":
+    main()
