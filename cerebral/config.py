@@ -114,7 +114,7 @@ def resolve_device(name):
 # config without one of them reads as having that value, so older runs still resume.
 ADDED_KEYS = {"task.name": "charlm", "data.val_fraction": 0.0, "model.tie_init": False,
               "optim.lr_decay_every": None, "optim.lr_decay_factor": 0.1, "train.precision": "fp32",
-              "model.bidirectional": False}
+              "model.bidirectional": False, "data.padding": "left"}
 
 
 def complete(saved):

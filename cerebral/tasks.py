@@ -9,6 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from cerebral import data as chardata
 from cerebral import seqdata
@@ -17,6 +18,7 @@ from cerebral.models import build_core, build_model, init_model_
 from cerebral.precision import full_precision
 
 EVAL_BATCH = 1024  # sequences per forward pass when evaluating (no gradients kept)
+PADDINGS = ("left", "packed")  # data.padding of task=imdb
 
 
 def char_lm_loss(model, inputs, targets, reduction="mean"):
@@ -97,26 +99,52 @@ class CharLM(_Task):
 class SequenceClassifier(nn.Module):
     """Reads a sequence with a recurrent core and classifies it from the last hidden state, as
     the LSTM tutorial (pixel rows, docs/MODELS.md, M4) and the upstream IMDB notebook (embedded
-    words) do. Input (B, T, features), or token ids (B, T) with `vocab_size` (id 0 is padding);
-    out the logits (B, num_classes), in fp32 also under bf16 autocast."""
+    words) do. Input (B, T, features), or token ids (B, T) with `vocab_size` (id 0 is padding,
+    on the left); out the logits (B, num_classes), in fp32 also under bf16 autocast.
 
-    def __init__(self, core, num_classes, vocab_size=None):
+    With `packed` (token ids only), each sequence goes through the core as a PackedSequence at
+    its own length, so that no padding reaches the core, and the classifier reads each one's
+    final state; a sequence without tokens reads as the zero state."""
+
+    def __init__(self, core, num_classes, vocab_size=None, packed=False):
         super().__init__()
+        if packed and not vocab_size:
+            raise ValueError("SequenceClassifier: packed input needs token ids (vocab_size), whose 0 is padding")
         self.embedding = nn.Embedding(vocab_size, core.input_size, padding_idx=0) if vocab_size else None
         self.core = core
-        directions = 2 if getattr(core, "bidirectional", False) else 1
-        self.head = nn.Linear(core.hidden_size * directions, num_classes)
+        self.packed = packed
+        self.directions = 2 if getattr(core, "bidirectional", False) else 1
+        self.head = nn.Linear(core.hidden_size * self.directions, num_classes)
 
     def forward(self, x):
-        if self.embedding is not None:
-            x = self.embedding(x)
-        output, _ = self.core(x)
-        last = output[:, -1]
-        if getattr(self.core, "bidirectional", False):  # each direction's final state: the reverse one ends at step 0
-            hidden = self.core.hidden_size
-            last = torch.cat([output[:, -1, :hidden], output[:, 0, hidden:]], dim=-1)
-        with full_precision(output.device):  # fp32 logits (and loss) under bf16 autocast
+        if self.packed:
+            last = self._final_states(x)
+        else:
+            if self.embedding is not None:
+                x = self.embedding(x)
+            output, _ = self.core(x)
+            last = output[:, -1]
+            if self.directions == 2:  # each direction's final state: the reverse one ends at step 0
+                hidden = self.core.hidden_size
+                last = torch.cat([output[:, -1, :hidden], output[:, 0, hidden:]], dim=-1)
+        with full_precision(last.device):  # fp32 logits (and loss) under bf16 autocast
             return self.head(last.to(self.head.weight.dtype))
+
+    def _final_states(self, tokens):
+        """The last layer's final h of each direction, (B, D*H), each left-padded sequence run at
+        its own length."""
+        lengths = (tokens != 0).sum(1)
+        steps = tokens.shape[1]
+        # Left padding to right: row j's tokens start at steps - lengths[j]; the padding wraps round behind them.
+        starts = (torch.arange(steps, device=tokens.device) + (steps - lengths).unsqueeze(1)) % steps
+        tokens, present = tokens.gather(1, starts), lengths > 0
+        last = tokens.new_zeros(len(tokens), self.directions * self.core.hidden_size, dtype=self.head.weight.dtype)
+        if present.any():
+            packed = pack_padded_sequence(self.embedding(tokens[present]), lengths[present].cpu(), batch_first=True,
+                                          enforce_sorted=False)
+            _, (h, *_) = self.core(packed)
+            last[present] = torch.cat(list(h[-self.directions:]), dim=-1).to(last.dtype)
+        return last
 
 
 class Classification(_Task):
@@ -142,6 +170,8 @@ class Classification(_Task):
                  "a positive integer", 64)
             for key, example in (("num_reviews", 5000), ("vocab_size", 1000)):
                 need(checks.is_int(d[key]) and d[key] > 0, f"data.{key}", "a positive integer", example)
+            need(d.padding in PADDINGS, "data.padding", "left (padded to data.seq_len, as the notebook) or packed "
+                 "(each review at its own length)", "packed")
 
     def __init__(self, cfg):
         d, t = cfg.data, cfg.task
@@ -154,7 +184,8 @@ class Classification(_Task):
         self.inputs, self.targets = data.train_x, data.train_y
         self.test_inputs, self.test_targets = data.test_x, data.test_y
         core = build_core(cfg.model, data.input_size or t.embedding_size)
-        self.model = init_model_(SequenceClassifier(core, data.num_classes, data.vocab_size), cfg.model)
+        packed = t.name == "imdb" and d.padding == "packed"
+        self.model = init_model_(SequenceClassifier(core, data.num_classes, data.vocab_size, packed), cfg.model)
 
     def loss(self, model, batch):
         return F.cross_entropy(model(self.inputs[batch]), self.targets[batch])

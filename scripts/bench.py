@@ -5,6 +5,8 @@ swapped: our three paper models, `torch.nn.LSTM` with one and two layers, and th
 `cerebral-lstm` package; at paper shapes each of ours and `nn.LSTM` also runs in bf16, through the
 training loop's own step (`train_step(..., precision="bf16")`). Warm-up, then repeats interleaved
 across entries; median, minimum and spread, and every ratio from the medians and from the minima.
+A last section times the drop-in modes, the core alone in fp32: bidirectional cores, and a
+packed batch of variable lengths against nn.LSTM packed and padded (`--modes-only`: just that).
 Run it on an otherwise idle machine: two processes sharing two cores make every ratio meaningless.
 Writes results/bench.json with the device, versions and the ratios.
 """
@@ -19,8 +21,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 from torch.profiler import ProfilerActivity, profile
 
+from cerebral import CerebralLSTM, PostBiasLSTM
 from cerebral.config import compose
 from cerebral.models import CharRNN, build_model
 from cerebral.steps import device_name, make_optimizer, train_step
@@ -134,6 +138,87 @@ class Bench:
         return peak
 
 
+class CoreBench:
+    """One core alone, ready to step: forward and backward (no optimizer) of a fixed input,
+    padded (B, T, features) or a PackedSequence, as nn.LSTM users feed it."""
+
+    def __init__(self, make, data):
+        torch.manual_seed(0)
+        self.core, self.data, self.times = make(), data, []
+
+    def step(self):
+        start = time.perf_counter()
+        output, _ = self.core(self.data)
+        output = output.data if isinstance(output, PackedSequence) else output
+        self.core.zero_grad(set_to_none=True)
+        output.sum().backward()
+        self.times.append(time.perf_counter() - start)
+
+
+def run_modes(size, device, warmup, repeats, batch=128, seq_len=20, max_length=100):
+    """The drop-in modes, fp32: bidirectional cores at paper shapes, and a packed batch of
+    `batch` sequences with lengths uniform in 1..max_length against nn.LSTM on the same packed
+    batch and on the batch padded to max_length. Rows by name, and MODE_RATIOS."""
+    generator = torch.Generator().manual_seed(0)
+    padded = torch.randn(batch, max_length, size, generator=generator).to(device)
+    lengths = torch.randint(1, max_length + 1, (batch,), generator=generator)
+    packed = pack_padded_sequence(padded, lengths, batch_first=True, enforce_sorted=False)
+    short = padded[:, :seq_len].contiguous()
+
+    def core(cls, layers, bidirectional=False):
+        return lambda: cls(size, size, layers, batch_first=True, bidirectional=bidirectional).to(device)
+
+    made = {
+        "cerebral bidirectional": (core(CerebralLSTM, 1, True), short),
+        "stacked bidirectional": (core(PostBiasLSTM, 2, True), short),
+        "nn.LSTM x2 bidirectional": (core(nn.LSTM, 2, True), short),
+        "cerebral packed": (core(CerebralLSTM, 1), packed),
+        "stacked packed": (core(PostBiasLSTM, 2), packed),
+        "nn.LSTM x2 packed": (core(nn.LSTM, 2), packed),
+        "nn.LSTM x2 padded": (core(nn.LSTM, 2), padded),
+    }
+    benches = {name: CoreBench(make, data) for name, (make, data) in made.items()}
+    for bench in benches.values():
+        for _ in range(warmup):
+            bench.step()
+        bench.times.clear()
+    for _ in range(repeats):  # interleaved, as in `run`
+        for bench in benches.values():
+            bench.step()
+    return {name: {"ms_per_step": 1e3 * statistics.median(b.times), "ms_min": 1e3 * min(b.times),
+                   "ms_max": 1e3 * max(b.times)} for name, b in benches.items()}
+
+
+MODE_RATIOS = {  # as RATIOS: (entry, reference, target)
+    "cerebral_bidir_vs_lstm2_bidir": ("cerebral bidirectional", "nn.LSTM x2 bidirectional", 1.15),
+    "stacked_bidir_vs_lstm2_bidir": ("stacked bidirectional", "nn.LSTM x2 bidirectional", 1.15),
+    "cerebral_packed_vs_lstm2_packed": ("cerebral packed", "nn.LSTM x2 packed", 1.15),
+    "stacked_packed_vs_lstm2_packed": ("stacked packed", "nn.LSTM x2 packed", 1.15),
+    "cerebral_packed_vs_lstm2_padded": ("cerebral packed", "nn.LSTM x2 padded", 1.15),
+    "stacked_packed_vs_lstm2_padded": ("stacked packed", "nn.LSTM x2 padded", 1.15),
+}
+
+
+def ratio_table(rows, ratio_specs):
+    """(ratios from medians, ratios from minima, target verdicts) for the specs whose rows exist."""
+    ratios, ratios_min, targets = {}, {}, {}
+    for name, (entry, reference, target) in ratio_specs.items():
+        if entry in rows and reference in rows:
+            ratios[name] = rows[entry]["ms_per_step"] / rows[reference]["ms_per_step"]
+            ratios_min[name] = rows[entry]["ms_min"] / rows[reference]["ms_min"]
+            if target is not None:
+                targets[name] = {"target": target, "met": max(ratios[name], ratios_min[name]) <= target}
+    return ratios, ratios_min, targets
+
+
+def print_ratios(ratios, ratios_min, targets):
+    print("\nRatios (step time, lower is faster for the first named), from the medians and from the minima:")
+    for name, value in ratios.items():
+        goal = targets.get(name)
+        verdict = f"  target <= {goal['target']:.2f}: {'met' if goal['met'] else 'MISSED'}" if goal else ""
+        print(f"  {name:<36}{value:6.2f}{ratios_min.get(name, float('nan')):7.2f}{verdict}")
+
+
 def run(makers, batch, seq_len, device, warmup, repeats, memory=True, precisions=("fp32",)):
     """Rows per entry and precision ("name" for fp32, "name bf16" for bf16)."""
     benches = {name + ("" if precision == "fp32" else f" {precision}"): Bench(make, batch, seq_len, device, precision)
@@ -164,29 +249,23 @@ def table(rows, title):
     return "\n".join(lines)
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and a smaller sweep (under a minute)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--out", type=Path, default=Path("results/bench.json"))
     parser.add_argument("--repeats", type=int, default=21, help="interleaved repeats of each entry (full run)")
     parser.add_argument("--size", type=int, default=512, help="state size of the main table (the paper's: 512)")
-    args = parser.parse_args()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
-    warmup, repeats = (1, 3) if args.quick else (2, args.repeats)
-    print(f"{device_name(device)}, torch {torch.__version__}; training steps (forward, backward, Adagrad), "
-          f"{repeats} interleaved repeats\n")
+    parser.add_argument("--modes-only", action="store_true",
+                        help="only the drop-in modes (bidirectional, packed), written into --out beside the rest")
+    return parser.parse_args()
 
+
+def paper_section(args, device, warmup, repeats):
+    """The character models at paper shapes, small batches against upstream, and the scaling sweep."""
     main_rows = run(entries(args.size), 128, 20, device, warmup, repeats, precisions=("fp32", "bf16"))
     print(table(main_rows, f"Paper shapes: batch 128, 20 characters, state {args.size}"))
-    ratios, ratios_min, targets = {}, {}, {}
-    for name, (entry, reference, target) in RATIOS.items():
-        if entry in main_rows and reference in main_rows:
-            ratios[name] = main_rows[entry]["ms_per_step"] / main_rows[reference]["ms_per_step"]
-            ratios_min[name] = main_rows[entry]["ms_min"] / main_rows[reference]["ms_min"]
-            if target is not None:
-                targets[name] = {"target": target, "met": max(ratios[name], ratios_min[name]) <= target}
+    ratios, ratios_min, targets = ratio_table(main_rows, RATIOS)
     ratios["cerebral_peak_memory_vs_lstm2"] = main_rows["cerebral_lstm"]["peak_mib"] / main_rows["nn.LSTM x2"]["peak_mib"]
     small_batch = {}
     if "upstream" in main_rows:
@@ -197,11 +276,7 @@ def main():
             ratios[f"upstream_vs_cerebral_batch{batch}"] = rows["upstream"]["ms_per_step"] / rows["cerebral_lstm"]["ms_per_step"]
             print("\n" + table(rows, f"Batch {batch}, 20 characters, state {args.size}"))
 
-    print("\nRatios (step time, lower is faster for the first named), from the medians and from the minima:")
-    for name, value in ratios.items():
-        goal = targets.get(name)
-        verdict = f"  target <= {goal['target']:.2f}: {'met' if goal['met'] else 'MISSED'}" if goal else ""
-        print(f"  {name:<36}{value:6.2f}{ratios_min.get(name, float('nan')):7.2f}{verdict}")
+    print_ratios(ratios, ratios_min, targets)
 
     sizes, lengths = ((128, 256), (20,)) if args.quick else ((128, 256, 512, 1024), (20, 100))
     if args.size != 512:
@@ -220,10 +295,39 @@ def main():
             print(f"{size:>6}{length:>7}{c['ms_per_step']:>13.1f}{l2['ms_per_step']:>15.1f}"
                   f"{c['ms_per_step'] / l2['ms_per_step']:>7.2f}{c['gflops']:>18.1f}")
 
-    result = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(), "size": args.size,
-              "threads": torch.get_num_threads(), "quick": args.quick, "paper_shapes": main_rows,
-              "repeats": repeats, "small_batch": small_batch, "ratios": ratios, "ratios_min": ratios_min,
-              "targets": targets, "scaling": scaling}
+    return {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(), "size": args.size,
+            "threads": torch.get_num_threads(), "quick": args.quick, "paper_shapes": main_rows,
+            "repeats": repeats, "small_batch": small_batch, "ratios": ratios, "ratios_min": ratios_min,
+            "targets": targets, "scaling": scaling}
+
+
+def modes_section(args, device, warmup, repeats):
+    """The drop-in modes (`run_modes`): rows, ratios and targets."""
+    size, max_length = (min(args.size, 128), 30) if args.quick else (args.size, 100)
+    rows = run_modes(size, device, warmup, repeats, max_length=max_length)
+    print(f"\nDrop-in modes, fp32, core alone (forward and backward): bidirectional at batch 128, 20 steps; packed: "
+          f"128 sequences of lengths uniform in 1..{max_length}; state {size}")
+    for name, r in rows.items():
+        print(f"  {name:<28}{r['ms_per_step']:>9.1f} ms{r['ms_min']:>9.1f}-{r['ms_max']:.1f}")
+    ratios, ratios_min, targets = ratio_table(rows, MODE_RATIOS)
+    print_ratios(ratios, ratios_min, targets)
+    return {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "size": size, "max_length": max_length, "repeats": repeats, "rows": rows, "ratios": ratios,
+            "ratios_min": ratios_min, "targets": targets}
+
+
+def main():
+    args = parse_args()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    warmup, repeats = (1, 3) if args.quick else (2, args.repeats)
+    print(f"{device_name(device)}, torch {torch.__version__}; training steps (forward, backward, Adagrad), "
+          f"{repeats} interleaved repeats\n")
+    if args.modes_only:  # the other sections' results stay as they were
+        result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    else:
+        result = paper_section(args, device, warmup, repeats)
+    result["modes"] = modes_section(args, device, warmup, repeats)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\n-> {args.out}")

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 from conftest import ROOT, tiny_overrides
+from omegaconf import OmegaConf
 from test_seqdata import imdb_csv, write_mnist  # noqa: F401 (imdb_csv is a fixture)
 
 from cerebral.config import ConfigError, compose
@@ -93,6 +94,53 @@ def test_imdb_from_a_csv_batched_with_the_learning_rate_cut_every_two_epochs(imd
     assert len(metrics(tmp_path / "run")) == 3
     assert state["model"]["embedding.weight"].shape == (1001, 4)
     assert not state["model"]["embedding.weight"][0].any()  # padding stays a zero input under tf_xavier
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("core", ["cerebral_lstm", "single_lstm"])
+def test_packed_reviews_reach_the_core_at_their_own_length_without_padding(core, bidirectional):
+    """Each left-padded review classified as if it ran alone, unpadded; a review without known
+    words reads as the zero state. Left padding (the notebook's) feeds the padding to the core."""
+    from cerebral.models import build_core
+
+    torch.manual_seed(0)
+    cfg = compose(f"model={core}", "model.state_size=6", f"model.bidirectional={bidirectional}", "model.gate_bias=true",
+                  "model.init=torch").model  # with gate biases, padding steps move the state
+    packed = SequenceClassifier(build_core(cfg, 4), num_classes=2, vocab_size=9, packed=True).eval()
+    left = SequenceClassifier(packed.core, num_classes=2, vocab_size=9).eval()
+    left.load_state_dict(packed.state_dict())
+    reviews = [[3, 1, 4, 1, 5], [2, 6], [8], []]
+    tokens = torch.tensor([[0] * (5 - len(r)) + r for r in reviews])
+    logits = packed(tokens)
+    hidden = 6 * (2 if bidirectional else 1)
+    for row, review in enumerate(reviews):
+        if not review:
+            torch.testing.assert_close(logits[row], packed.head(torch.zeros(hidden)))
+            continue
+        alone = left(torch.tensor([review]))  # no padding: left and packed read the same state
+        torch.testing.assert_close(logits[row], alone[0], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(left(tokens)[1], logits[1])  # with left padding, the padding reached the core
+
+
+def test_imdb_trains_with_packed_reviews_and_refuses_an_unknown_padding(imdb_csv, tmp_path):  # noqa: F811
+    overrides = [f"data.imdb_csv={imdb_csv}", "data.num_reviews=20", "data.seq_len=6", "task.embedding_size=4"]
+    cfg = compose("task=imdb", "data.padding=packed", *overrides, *tiny(tmp_path / "run", "train.batch_size=5"))
+    assert compose("task=imdb").data.padding == "left"
+    assert make_task(cfg).model.packed and not make_task(compose("task=imdb", *overrides)).model.packed
+    losses = train(cfg)
+    assert len(losses) == 2 and all(loss > 0 for loss in losses)
+    with pytest.raises(ConfigError, match="data.padding must be left .* or packed"):
+        train(compose("task=imdb", "data.padding=right", *overrides, *tiny(tmp_path / "other")))
+
+
+def test_an_imdb_run_saved_before_data_padding_existed_resumes(imdb_csv, tmp_path):  # noqa: F811
+    overrides = [f"data.imdb_csv={imdb_csv}", "data.num_reviews=20", "data.seq_len=6", "task.embedding_size=4"]
+    run = tmp_path / "run"
+    train(compose("task=imdb", *overrides, *tiny(run, "train.epochs=1", "train.batch_size=5")))
+    saved = OmegaConf.load(run / "config.yaml")
+    del saved.data["padding"]
+    OmegaConf.save(saved, run / "config.yaml")
+    assert len(train(compose("task=imdb", *overrides, *tiny(run, "train.batch_size=5")))) == 2
 
 
 def test_imdb_with_a_bad_csv_is_a_clear_error(tmp_path):
