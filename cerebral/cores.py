@@ -15,7 +15,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch._higher_order_ops.scan import scan
 from torch.nn.utils.rnn import PackedSequence
 
 from cerebral.fused import FusedLayer, last_rows, step_rows
@@ -90,6 +89,11 @@ def lstm_uniform_(module):
         nn.init.uniform_(p, -bound, bound)
 
 
+def _is_exporting():
+    """Whether torch.export is tracing (always False on a torch too old to export the cores)."""
+    return getattr(torch.compiler, "is_exporting", bool)()
+
+
 def _select(state, index):
     """The state's sequences (dimension 1) in the order of `index`."""
     return state.index_select(1, index.to(state.device))
@@ -113,8 +117,10 @@ class _GatedRecurrence(nn.Module):
     """Parameters, state handling and the layer/time loop shared by the cores below.
 
     Parameters follow `nn.LSTM`: `weight_ih_l{k}` [gates * hidden, in], `weight_hh_l{k}`
-    [gates * hidden, hidden], and with `bias=True` `bias_ih_l{k}`, `bias_hh_l{k}` [gates * hidden]
-    (the equations' b is their sum). Subclasses set `num_gates`, `num_cells` and `step`.
+    [gates * hidden, proj_size or hidden], with `bias=True` `bias_ih_l{k}`, `bias_hh_l{k}`
+    [gates * hidden] (the equations' b is their sum), with `proj_size` `weight_hr_l{k}`
+    [proj_size, hidden]; k runs over `_layer_keys()`. Subclasses set `num_gates`, `num_cells` and
+    `step`.
     """
 
     num_gates = 4
@@ -206,6 +212,8 @@ class _GatedRecurrence(nn.Module):
     def _scan_steps(self, k, x, h, cells):
         """The equations of `_run_steps` over time-major x (T, B, in) as one `scan`, the loop that
         torch.export and the ONNX exporter keep as one node, the time dimension dynamic."""
+        from torch._higher_order_ops.scan import scan  # export only: a recent torch (tested with 2.13)
+
         w_hh = getattr(self, f"weight_hh_l{k}")
         w_hr = getattr(self, f"weight_hr_l{k}") if self.proj_size else None
 
@@ -244,7 +252,7 @@ class _GatedRecurrence(nn.Module):
         return h, tuple(c.chunk(self.num_cells, dim=-1)) if isinstance(c, torch.Tensor) else tuple(c)
 
     def forward(self, input, state=None):
-        packed, exporting = isinstance(input, PackedSequence), torch.compiler.is_exporting()
+        packed, exporting = isinstance(input, PackedSequence), _is_exporting()
         if packed and exporting:
             raise ValueError(f"{type(self).__name__}: export takes padded input (T, B, in) with dynamic T and B, "
                              "not a PackedSequence")

@@ -40,14 +40,14 @@ def output_names(model):
 
 def export_program(model):
     """`torch.export` of the eval-mode model, batch and time dynamic. nn.LSTM exports with its
-    time loop as a while_loop, the decomposition torch.onnx.export registers for it too."""
+    time loop as a while_loop (PyTorch's own decomposition for this), else its time is fixed."""
     with torch.no_grad(), register_lstm_while_loop_decomposition():
         return torch.export.export(model.eval(), _example(model), dynamic_shapes=_dynamic_shapes())
 
 
 def export_onnx(model, path):
     """Write the eval-mode model to `path` as one ONNX file, batch and time dynamic."""
-    with torch.no_grad():
+    with torch.no_grad(), register_lstm_while_loop_decomposition():
         program = torch.onnx.export(model.eval(), _example(model), dynamic_shapes=_dynamic_shapes(), dynamo=True,
                                     input_names=["tokens"], output_names=output_names(model),
                                     external_data=False, verbose=False)

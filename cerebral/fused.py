@@ -162,14 +162,14 @@ class FusedLayer(torch.autograd.Function):
         start, size = rows[-1]
         dh = d_out[start : start + size]  # dL/dh(t) in full (autograd passes zeros for unused outputs)
         w_hh_t = w_hh.t().contiguous()  # the weight of dL/dh(t-1) = d_gates(t) @ w_hh
+
+        def by_path(x):  # h is shared: broadcast its gradient over the paths
+            return x.view(-1, paths, hidden)
+
         for t in reversed(range(len(rows))):
             start, size = rows[t]
             here = slice(start, start + size)
             previous = batch + rows[t - 1][0] if t > 0 else 0
-
-            def by_path(x, size=size):  # h is shared: broadcast its gradient over the paths
-                return x.view(size, paths, hidden)
-
             if w_hr is not None:  # through the projection to the sum of the paths
                 d_h_projected[here] = dh
                 dh = _linear(dh.to(gemm), w_hr_t).to(x_dtype)

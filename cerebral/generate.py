@@ -27,7 +27,8 @@ def load_trained(run_dir, device="cpu"):
                                 f"(python -m cerebral.train out_dir={run_dir} ...)")
     cfg = rundir.saved_config(run_dir)
     if cfg.task.name != "charlm":
-        raise ValueError(f"{run_dir} is a task={cfg.task.name} classifier; text comes from task=charlm runs")
+        raise ValueError(f"{run_dir} is a task={cfg.task.name} classifier; only character models (task=charlm "
+                         "runs) generate text and export")
     model = build_model(cfg.model, len(state["vocab"])).to(device)
     model.load_state_dict(state["model"])
     return model.eval(), state["vocab"]

@@ -114,7 +114,8 @@ class SequenceClassifier(nn.Module):
         self.core = core
         self.packed = packed
         self.directions = 2 if getattr(core, "bidirectional", False) else 1
-        self.head = nn.Linear(core.hidden_size * self.directions, num_classes)
+        self.width = getattr(core, "proj_size", 0) or core.hidden_size  # of h, per direction
+        self.head = nn.Linear(self.width * self.directions, num_classes)
 
     def forward(self, x):
         if self.packed:
@@ -125,8 +126,7 @@ class SequenceClassifier(nn.Module):
             output, _ = self.core(x)
             last = output[:, -1]
             if self.directions == 2:  # each direction's final state: the reverse one ends at step 0
-                hidden = self.core.hidden_size
-                last = torch.cat([output[:, -1, :hidden], output[:, 0, hidden:]], dim=-1)
+                last = torch.cat([output[:, -1, : self.width], output[:, 0, self.width :]], dim=-1)
         with full_precision(last.device):  # fp32 logits (and loss) under bf16 autocast
             return self.head(last.to(self.head.weight.dtype))
 
@@ -138,7 +138,7 @@ class SequenceClassifier(nn.Module):
         # Left padding to right: row j's tokens start at steps - lengths[j]; the padding wraps round behind them.
         starts = (torch.arange(steps, device=tokens.device) + (steps - lengths).unsqueeze(1)) % steps
         tokens, present = tokens.gather(1, starts), lengths > 0
-        last = tokens.new_zeros(len(tokens), self.directions * self.core.hidden_size, dtype=self.head.weight.dtype)
+        last = tokens.new_zeros(len(tokens), self.directions * self.width, dtype=self.head.weight.dtype)
         if present.any():
             packed = pack_padded_sequence(self.embedding(tokens[present]), lengths[present].cpu(), batch_first=True,
                                           enforce_sorted=False)

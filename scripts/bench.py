@@ -264,7 +264,8 @@ def parse_args():
 def paper_section(args, device, warmup, repeats):
     """The character models at paper shapes, small batches against upstream, and the scaling sweep."""
     main_rows = run(entries(args.size), 128, 20, device, warmup, repeats, precisions=("fp32", "bf16"))
-    print(table(main_rows, f"Paper shapes: batch 128, 20 characters, state {args.size}"))
+    print(table(main_rows, f"Training steps (forward, backward, Adagrad) at paper shapes: batch 128, 20 characters, "
+                           f"state {args.size}"))
     ratios, ratios_min, targets = ratio_table(main_rows, RATIOS)
     ratios["cerebral_peak_memory_vs_lstm2"] = main_rows["cerebral_lstm"]["peak_mib"] / main_rows["nn.LSTM x2"]["peak_mib"]
     small_batch = {}
@@ -321,8 +322,7 @@ def main():
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     warmup, repeats = (1, 3) if args.quick else (2, args.repeats)
-    print(f"{device_name(device)}, torch {torch.__version__}; training steps (forward, backward, Adagrad), "
-          f"{repeats} interleaved repeats\n")
+    print(f"{device_name(device)}, torch {torch.__version__}; {repeats} interleaved repeats\n")
     if args.modes_only:  # the other sections' results stay as they were
         result = json.loads(args.out.read_text()) if args.out.is_file() else {}
     else:

@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 from conftest import tiny_overrides
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from cerebral.config import compose
 from cerebral.cores import CerebralLSTM, PostBiasLSTM
@@ -21,27 +22,31 @@ pytestmark = [
 ]
 
 
-def outputs_and_gradients(core, x, precision):
+def outputs_and_gradients(core, x, precision, lengths=None):
     core.zero_grad()
     x.grad = None
     with autocast(precision, x.device):
-        output, (h, *cells) = core(x)
+        output, (h, *cells) = core(x if lengths is None else pack_padded_sequence(x, lengths, enforce_sorted=False))
+    output = output if lengths is None else output.data
     torch.manual_seed(7)
     weights = torch.randn(output.shape, device=x.device)
     (weights * output.float()).sum().backward()
     return [output.detach().float()] + [p.grad.clone() for p in core.parameters()] + [x.grad.clone()]
 
 
+@pytest.mark.parametrize("mode", ["plain", "packed bidirectional projected"])
 @pytest.mark.parametrize("precision,tolerance", [("fp32", 1e-5), ("bf16", 0.08)])
 @pytest.mark.parametrize("core_class", [CerebralLSTM, PostBiasLSTM])
-def test_fused_path_matches_the_equation_path_on_the_device(core_class, precision, tolerance):
+def test_fused_path_matches_the_equation_path_on_the_device(core_class, precision, tolerance, mode):
     torch.manual_seed(0)
-    core = core_class(24, 32, 2).to(DEVICE)
+    extra = dict(bidirectional=True, proj_size=16) if mode != "plain" else {}
+    core = core_class(24, 32, 2, **extra).to(DEVICE)
     x = torch.randn(12, 8, 24, device=DEVICE, requires_grad=True)
+    lengths = torch.tensor([12, 3, 1, 7, 12, 5, 9, 2]) if mode != "plain" else None
     core.fused = True
-    fused = outputs_and_gradients(core, x, precision)
+    fused = outputs_and_gradients(core, x, precision, lengths)
     core.fused = False
-    reference = outputs_and_gradients(core, x, precision)
+    reference = outputs_and_gradients(core, x, precision, lengths)
     for ours, theirs in zip(fused, reference, strict=True):
         assert ours.device.type == torch.device(DEVICE).type
         scale = theirs.abs().max().clamp_min(1e-6)

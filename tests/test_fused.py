@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from cerebral import CerebralLSTM
 from cerebral.config import compose
@@ -117,16 +118,21 @@ def test_to_upstream_refuses_what_the_package_cannot_take():
     torch.testing.assert_close(ours.to_upstream()(x)[0], ours(x)[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["bidirectional", "packed bidirectional projected"])
 @pytest.mark.parametrize("cls", [CerebralLSTM, PostBiasLSTM])
-def test_fused_bidirectional_core_gradcheck(cls):
+def test_fused_core_gradcheck_in_every_mode(cls, mode):
+    """The whole core on the fused path: the reverse direction's reordering of each sequence's
+    steps, the packed layout's final states and the projection, through float64 gradcheck."""
     torch.manual_seed(5)
-    core = cls(3, 2, num_layers=2, bidirectional=True, dtype=torch.float64)
+    core = cls(3, 3, num_layers=2, bidirectional=True, proj_size=2 if "projected" in mode else 0, dtype=torch.float64)
     assert core.fused
-    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(4, 3, 3, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([2, 4, 1])
     names, weights = zip(*core.named_parameters(), strict=True)
 
     def outputs(x, *params):
-        output, (h, *_) = torch.func.functional_call(core, dict(zip(names, params, strict=True)), (x,))
-        return output, h
+        data = pack_padded_sequence(x, lengths, enforce_sorted=False) if "packed" in mode else x
+        output, (h, *_) = torch.func.functional_call(core, dict(zip(names, params, strict=True)), (data,))
+        return (output.data if "packed" in mode else output), h
 
     assert torch.autograd.gradcheck(outputs, (x, *weights))

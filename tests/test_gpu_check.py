@@ -21,7 +21,7 @@ def test_the_cpu_form_runs_every_step_end_to_end(data_dir, tmp_path):
                              "--data", str(data_dir), "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["tests"]["returncode"] == 0 and summary["tests"]["result"].startswith("6 passed")
+    assert summary["tests"]["returncode"] == 0 and summary["tests"]["result"].startswith("10 passed")
     rows = summary["bench"]["ms_per_step"]
     assert {"cerebral_lstm", "cerebral_lstm bf16", "nn.LSTM x2", "nn.LSTM x2 bf16"} <= set(rows)
     assert [(r["model"], r["precision"]) for r in summary["epochs"]] == [

@@ -122,6 +122,16 @@ def test_packed_reviews_reach_the_core_at_their_own_length_without_padding(core,
     assert not torch.allclose(left(tokens)[1], logits[1])  # with left padding, the padding reached the core
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_the_classifier_reads_projected_bidirectional_cores(packed):
+    from cerebral import CerebralLSTM
+
+    core = CerebralLSTM(4, 6, bidirectional=True, proj_size=3, batch_first=True)
+    model = SequenceClassifier(core, num_classes=2, vocab_size=9, packed=packed)
+    assert model.head.in_features == 2 * 3
+    assert model(torch.tensor([[0, 2, 3], [1, 2, 3]])).shape == (2, 2)
+
+
 def test_imdb_trains_with_packed_reviews_and_refuses_an_unknown_padding(imdb_csv, tmp_path):  # noqa: F811
     overrides = [f"data.imdb_csv={imdb_csv}", "data.num_reviews=20", "data.seq_len=6", "task.embedding_size=4"]
     cfg = compose("task=imdb", "data.padding=packed", *overrides, *tiny(tmp_path / "run", "train.batch_size=5"))
