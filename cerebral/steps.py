@@ -3,6 +3,7 @@ benchmark and the numerics fingerprint: the batch draw, the optimizer and its sc
 step at a precision, and the name of the device it ran on."""
 
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -55,6 +56,15 @@ def train_step(model, optimizer, loss_fn, *batch, precision="fp32"):
     loss.backward()
     optimizer.step()
     return loss.detach()
+
+
+def timed_train_step(model, optimizer, loss_fn, *batch, precision="fp32"):
+    """Seconds `train_step` takes, the device synchronised after it (the plan's estimate, the benchmark)."""
+    start = time.perf_counter()
+    train_step(model, optimizer, loss_fn, *batch, precision=precision)
+    if batch[0].device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def cpu_model():

@@ -27,7 +27,7 @@ from torch.profiler import ProfilerActivity, profile
 from cerebral import CerebralLSTM, PostBiasLSTM
 from cerebral.config import compose
 from cerebral.models import CharRNN, build_model
-from cerebral.steps import device_name, make_optimizer, train_step
+from cerebral.steps import device_name, make_optimizer, timed_train_step
 from cerebral.tasks import char_lm_loss
 
 VOCAB = 89
@@ -113,11 +113,8 @@ class Bench:
         self.flops = step_flops(self.model, batch, seq_len)
 
     def step(self):
-        start = time.perf_counter()
-        train_step(self.model, self.optimizer, char_lm_loss, self.tokens, self.tokens, precision=self.precision)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        self.times.append(time.perf_counter() - start)
+        self.times.append(timed_train_step(self.model, self.optimizer, char_lm_loss, self.tokens, self.tokens,
+                                           precision=self.precision))
 
     def peak_memory(self):
         """Peak tensor memory allocated during one step, above what exists before it (bytes)."""

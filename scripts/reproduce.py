@@ -7,8 +7,8 @@ epochs, as its published file, because claim C5 (it needs ~678 epochs to reach C
 """
 
 import argparse
+import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ from cerebral.generate import generate_for_run
 from cerebral.losslog import read_losses
 from cerebral.models import build_model
 from cerebral.precision import speed_warning
-from cerebral.steps import device_name, make_optimizer, train_step
+from cerebral.steps import device_name, make_optimizer, timed_train_step
 from cerebral.tasks import char_lm_loss
 from cerebral.train import train
 
@@ -33,14 +33,9 @@ def seconds_per_step(cfg, vocab_size, seq_len, repeats=3):
     model = build_model(cfg.model, vocab_size).to(device)
     optimizer = make_optimizer(cfg.optim, model.parameters())
     tokens = torch.randint(0, vocab_size, (cfg.train.batch_size, seq_len), device=device)
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        train_step(model, optimizer, char_lm_loss, tokens, tokens, precision=cfg.train.precision)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return sorted(times[1:])[len(times[1:]) // 2]
+    times = [timed_train_step(model, optimizer, char_lm_loss, tokens, tokens, precision=cfg.train.precision)
+             for _ in range(repeats + 1)]
+    return statistics.median(times[1:])
 
 
 def epochs_done(cfg):

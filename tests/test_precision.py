@@ -203,7 +203,7 @@ def test_the_reproduce_plan_times_the_chosen_precision(mode, data_dir, tmp_path,
     reproduce = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(reproduce)
     timed = []
-    monkeypatch.setattr(reproduce, "train_step", lambda *args, precision: timed.append(precision))
+    monkeypatch.setattr(reproduce, "timed_train_step", lambda *args, precision: timed.append(precision) or 1.0)
     reproduce.seconds_per_step(compose("model.state_size=8", f"train.precision={mode}", "device=cpu"), 5, 4)
     assert timed and set(timed) == {mode}
 
