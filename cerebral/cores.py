@@ -480,9 +480,18 @@ class PostBiasLSTM(_GatedRecurrence):
         return getattr(self, f"bias_cell_l{k}"), getattr(self, f"bias_hidden_l{k}")
 
     def _lstm_names(self):
-        """The parameters nn.LSTM has too, gate blocks first (weight_hr has none)."""
-        names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if self.bias else ())
+        """The parameters nn.LSTM has too, in its order."""
+        names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if self.bias else ()) + \
+            (("weight_hr",) if self.proj_size else ())
         return [f"{name}_l{k}" for k in self._layer_keys() for name in names]
+
+    @torch.no_grad()
+    def _copy_lstm_parameters(self, source, target):
+        """Each `_lstm_names` parameter from source into target, its gate blocks reordered between
+        nn.LSTM's i, f, g, o and ours, i, f, o, g (weight_hr has no gate blocks)."""
+        for name in self._lstm_names():
+            value = getattr(source, name)
+            getattr(target, name).copy_(value if name.startswith("weight_hr") else _swap_g_and_o(value))
 
     @classmethod
     def from_lstm(cls, lstm):
@@ -491,11 +500,8 @@ class PostBiasLSTM(_GatedRecurrence):
         weight = lstm.weight_ih_l0
         core = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias, lstm.batch_first, lstm.dropout,
                    lstm.bidirectional, lstm.proj_size, device=weight.device, dtype=weight.dtype)
+        core._copy_lstm_parameters(lstm, core)
         with torch.no_grad():
-            for name in core._lstm_names():
-                getattr(core, name).copy_(_swap_g_and_o(getattr(lstm, name)))
-            for k in core._layer_keys() if core.proj_size else ():
-                getattr(core, f"weight_hr_l{k}").copy_(getattr(lstm, f"weight_hr_l{k}"))
             for k in core._layer_keys():
                 getattr(core, f"bias_cell_l{k}").zero_()
                 getattr(core, f"bias_hidden_l{k}").zero_()
@@ -511,11 +517,7 @@ class PostBiasLSTM(_GatedRecurrence):
         weight = self.weight_ih_l0
         lstm = nn.LSTM(self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first, self.dropout,
                        self.bidirectional, self.proj_size, device=weight.device, dtype=weight.dtype)
-        with torch.no_grad():
-            for name in self._lstm_names():
-                getattr(lstm, name).copy_(_swap_g_and_o(getattr(self, name)))
-            for k in self._layer_keys() if self.proj_size else ():
-                getattr(lstm, f"weight_hr_l{k}").copy_(getattr(self, f"weight_hr_l{k}"))
+        self._copy_lstm_parameters(self, lstm)
         return lstm
 
     def step(self, gates, cells, layer):
