@@ -1,7 +1,9 @@
 """The pieces of a training step, shared by the training loop, the plan of `make reproduce`, the
 benchmark and the numerics fingerprint: the batch draw, the optimizer and its schedule, one
-step at a precision, and the name of the device it ran on."""
+step at a precision, the allocator setting that keeps a CPU step fast, and the name of the
+device it ran on."""
 
+import ctypes
 import platform
 import time
 from pathlib import Path
@@ -46,6 +48,21 @@ def make_scheduler(cfg, optimizer):
     if cfg.lr_decay_every is None:
         return None
     return torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_decay_every, cfg.lr_decay_factor)
+
+
+def keep_freed_memory():
+    """Let glibc keep freed memory for the next allocation instead of handing it back to the OS.
+
+    By default glibc maps each large buffer (a step's gates, 1-40 MB) afresh and unmaps it when it
+    is freed, so every step pays a page fault per 4 KiB page it writes: at paper size 10-30% of a
+    CPU step (measured on a 2-core Intel Xeon). Raising the mmap and trim thresholds to 1 GiB
+    serves those buffers from the heap, already mapped. Numerics are unchanged. Process-wide;
+    True where it took effect, False off glibc (macOS, musl, Windows), where it does nothing."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 def train_step(model, optimizer, loss_fn, *batch, precision="fp32"):

@@ -20,7 +20,7 @@ from cerebral.config import check_config, resolve_device
 from cerebral.errors import USER_ERRORS, ConfigError, TrainingDiverged
 from cerebral.models import parameter_count
 from cerebral.precision import autocast, speed_warning
-from cerebral.steps import BatchSampler, device_name, make_optimizer, make_scheduler, train_step
+from cerebral.steps import BatchSampler, device_name, keep_freed_memory, make_optimizer, make_scheduler, train_step
 from cerebral.tasks import make_task
 
 # Deterministic cuBLAS needs a fixed workspace, set before the first CUDA GEMM of the process.
@@ -35,6 +35,7 @@ def train(cfg):
     """Train (or resume, or extend) the run described by `cfg`; return the per-epoch losses."""
     check_config(cfg)
     device = resolve_device(cfg.device)
+    keep_freed_memory()
     # Deterministic kernels everywhere (docs/PROTOCOL.md, P9: scatter-add backward drifts otherwise).
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(cfg.seed)

@@ -27,7 +27,7 @@ from torch.profiler import ProfilerActivity, profile
 from cerebral import CerebralLSTM, PostBiasLSTM
 from cerebral.config import compose
 from cerebral.models import CharRNN, build_model
-from cerebral.steps import device_name, make_optimizer, timed_train_step
+from cerebral.steps import device_name, keep_freed_memory, make_optimizer, timed_train_step
 from cerebral.tasks import char_lm_loss
 
 VOCAB = 89
@@ -319,6 +319,7 @@ def main():
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     warmup, repeats = (1, 3) if args.quick else (2, args.repeats)
+    keep_freed_memory()  # as the training loop does; every entry, nn.LSTM included, runs with it
     print(f"{device_name(device)}, torch {torch.__version__}; {repeats} interleaved repeats\n")
     if args.modes_only:  # the other sections' results stay as they were
         result = json.loads(args.out.read_text()) if args.out.is_file() else {}

@@ -10,11 +10,14 @@ compare outputs made on the same machine.
 
 import argparse
 import hashlib
+import sys
 
 import torch
 
+from cerebral import data
 from cerebral.config import compose
-from cerebral.steps import BatchSampler, device_name, make_optimizer, train_step
+from cerebral.errors import USER_ERRORS
+from cerebral.steps import BatchSampler, device_name, keep_freed_memory, make_optimizer, train_step
 from cerebral.tasks import make_task
 
 MODELS = ("single_lstm", "stacked_lstm", "cerebral_lstm")
@@ -47,6 +50,11 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     args = parser.parse_args()
+    try:
+        data.load(compose().data.dir)  # missing or corrupt data: one line, before any work
+    except USER_ERRORS as e:
+        sys.exit(f"error: {e}")
+    keep_freed_memory()  # as the training loop does
     print(f"{device_name(torch.device('cpu'))}, torch {torch.__version__}, {args.steps} steps at paper size")
     for precision in args.precision:
         for name in MODELS:

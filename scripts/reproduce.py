@@ -20,7 +20,7 @@ from cerebral.generate import generate_for_run
 from cerebral.losslog import read_losses
 from cerebral.models import build_model
 from cerebral.precision import speed_warning
-from cerebral.steps import device_name, make_optimizer, timed_train_step
+from cerebral.steps import device_name, keep_freed_memory, make_optimizer, timed_train_step
 from cerebral.tasks import char_lm_loss
 from cerebral.train import train
 
@@ -58,6 +58,7 @@ def main():
         sys.exit(f"error: {e}")
 
     device, precision = resolve_device(configs[0].device), configs[0].train.precision
+    keep_freed_memory()  # as the training loop does, so the estimate times its steps
     warning = speed_warning(precision, device)
     if warning:
         print(warning)

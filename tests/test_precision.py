@@ -275,3 +275,11 @@ def test_autocast_leaves_float64_cores_alone():
     with precision.autocast("bf16", "cpu"):
         inside, _ = core(x)
     assert torch.equal(inside, core(x)[0])
+
+
+def test_the_fingerprint_script_names_missing_data_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "fingerprint.py")],
+                            capture_output=True, text=True, cwd=tmp_path)  # no data/ here
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: data/data.txt is missing") and result.stderr.count("\n") == 1

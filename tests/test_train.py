@@ -162,3 +162,40 @@ def test_a_run_saved_before_the_newer_keys_still_resumes_generates_and_reports(d
     assert done.returncode == 0, done.stderr
     parameters = json.loads((runs / "report.json").read_text())["parameters"]["cerebral_lstm"]
     assert parameters == 89 * 16 * 2 + 89 + 16 * 8 * 16 * 2  # embedding, head, two [8H, H] matrices
+
+
+FAULTS_OF_REPEATED_BUFFERS = """
+import resource, sys, torch
+from cerebral.steps import keep_freed_memory
+if sys.argv[1] == "kept":
+    assert keep_freed_memory()
+def page_faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def steps():  # as training steps do: the same large buffer allocated, written and freed
+    for _ in range(5):
+        torch.empty(48 << 20, dtype=torch.uint8).fill_(1)
+steps()  # the first ones are mapped in either case
+before = page_faults()
+steps()
+print(page_faults() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
+                    reason="keep_freed_memory acts on glibc only")
+def test_kept_memory_serves_a_repeated_large_buffer_without_page_faults():
+    def faults(mode):
+        result = subprocess.run([sys.executable, "-c", FAULTS_OF_REPEATED_BUFFERS, mode],
+                                capture_output=True, text=True, check=True)
+        return int(result.stdout)
+    pages = 5 * (48 << 20) // os.sysconf("SC_PAGE_SIZE")
+    assert faults("default") > 0.9 * pages  # by default glibc maps each buffer above 32 MiB afresh
+    assert faults("kept") < pages // 3  # seen: none, or one buffer of the five
+
+
+def test_training_keeps_freed_memory(data_dir, tmp_path, monkeypatch):
+    import cerebral.train
+    calls = []
+    monkeypatch.setattr(cerebral.train, "keep_freed_memory", lambda: calls.append(True))
+    train(compose(*tiny_overrides(data_dir, tmp_path)))
+    assert calls == [True]
