@@ -2,7 +2,7 @@
 
     python scripts/fidelity.py --runs results/paper-bf16 --reference results/paper-cpu
 
-Prints the table and writes it to FIDELITY.md in the runs folder (`cerebral.report.fidelity`
+Prints the table and writes it to FIDELITY.md in the runs folder, or to --out (`cerebral.report.fidelity`
 holds the bounds: mean |bf16 - fp32| <= 0.01, 0.03 for the two-stacked model with its first
 epoch at or below 3.0 within 3 epochs, and each distance to the published curve within 0.01).
 """
@@ -23,14 +23,16 @@ def main(argv=None):
     parser.add_argument("--data", type=Path, default=chardata.DEFAULT_DIR)
     parser.add_argument("--name", default="bf16")
     parser.add_argument("--reference-name", default="fp32")
+    parser.add_argument("--out", type=Path, help="where the table goes (default: RUNS/FIDELITY.md)")
     args = parser.parse_args(argv)
     published, runs, ours = load_comparison(args.runs, args.data)
     _, _, reference = load_comparison(args.reference, args.data)
     table = fidelity_table(fidelity(ours, reference, published), args.name, args.reference_name)
+    out = f" --out {args.out}" if args.out else ""
     text = (f"# {args.name} against {args.reference_name}\n\n`python scripts/fidelity.py --runs {args.runs} "
-            f"--reference {args.reference}`: {args.runs} against {args.reference}, over their common epochs.\n\n"
+            f"--reference {args.reference}{out}`: {args.runs} against {args.reference}, over their common epochs.\n\n"
             f"{table}\n")
-    write_text_atomic(args.runs / "FIDELITY.md", text)
+    write_text_atomic(args.out or args.runs / "FIDELITY.md", text)
     print(table)
 
 

@@ -283,3 +283,16 @@ def test_the_fingerprint_script_names_missing_data_in_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.startswith("error: data/data.txt is missing") and result.stderr.count("\n") == 1
+
+
+def test_the_fidelity_script_writes_its_table_where_out_says(tiny_runs, data_dir, tmp_path):
+    spec = importlib.util.spec_from_file_location("fidelity_script", ROOT / "scripts" / "fidelity.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "against-fp32.md"
+    script.main(["--runs", str(tiny_runs), "--reference", str(tiny_runs), "--data", str(data_dir), "--out", str(out)])
+    text = out.read_text()
+    assert f"--out {out}`" in text
+    for model in ("single_lstm", "stacked_lstm", "cerebral_lstm"):  # each against itself: no difference
+        assert f"| {model} | 3 | 0.0000 " in text
+    assert not (tiny_runs / "FIDELITY.md").exists()
