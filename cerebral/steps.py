@@ -50,19 +50,27 @@ def make_scheduler(cfg, optimizer):
     return torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_decay_every, cfg.lr_decay_factor)
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
+
+
 def keep_freed_memory():
     """Let glibc keep freed memory for the next allocation instead of handing it back to the OS.
 
     By default glibc maps each large buffer (a step's gates, 1-40 MB) afresh and unmaps it when it
     is freed, so every step pays a page fault per 4 KiB page it writes: at paper size 10-30% of a
-    CPU step (measured on a 2-core Intel Xeon). Raising the mmap and trim thresholds to 1 GiB
-    serves those buffers from the heap, already mapped. Numerics are unchanged. Process-wide;
-    True where it took effect, False off glibc (macOS, musl, Windows), where it does nothing."""
+    CPU step (measured on a 2-core Intel Xeon). Raising the mmap and trim thresholds serves those
+    buffers from the heap, already mapped (1 GiB; 32 MiB where an older glibc caps it there). The
+    fingerprint's bf16 lines did not move with it. Process-wide and permanent: up to the threshold,
+    freed memory stays with the process. True where glibc took both settings; False off glibc
+    (macOS, musl, Windows), where it does nothing. (An allocator preloaded in glibc's place, e.g.
+    tcmalloc, answers mallopt without acting on it.)"""
     if platform.libc_ver()[0] != "glibc":
         return False
-    libc = ctypes.CDLL(None)
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+    mallopt = ctypes.CDLL(None).mallopt
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    mmap = mallopt(M_MMAP_THRESHOLD, 1 << 30) or mallopt(M_MMAP_THRESHOLD, 32 << 20)
+    trim = mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    return bool(mmap and trim)
 
 
 def train_step(model, optimizer, loss_fn, *batch, precision="fp32"):

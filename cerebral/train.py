@@ -32,10 +32,12 @@ LOADED_COMMIT = rundir.git_commit()
 
 
 def train(cfg):
-    """Train (or resume, or extend) the run described by `cfg`; return the per-epoch losses."""
+    """Train (or resume, or extend) the run described by `cfg`; return the per-epoch losses.
+    On the CPU it first calls `keep_freed_memory()`, which stays in force for the process."""
     check_config(cfg)
     device = resolve_device(cfg.device)
-    keep_freed_memory()
+    if device.type == "cpu":
+        keep_freed_memory()
     # Deterministic kernels everywhere (docs/PROTOCOL.md, P9: scatter-add backward drifts otherwise).
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(cfg.seed)

@@ -8,6 +8,8 @@ epoch at or below 3.0 within 3 epochs, and each distance to the published curve 
 """
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 
 from cerebral import data as chardata
@@ -28,10 +30,9 @@ def main(argv=None):
     published, runs, ours = load_comparison(args.runs, args.data)
     _, _, reference = load_comparison(args.reference, args.data)
     table = fidelity_table(fidelity(ours, reference, published), args.name, args.reference_name)
-    out = f" --out {args.out}" if args.out else ""
-    text = (f"# {args.name} against {args.reference_name}\n\n`python scripts/fidelity.py --runs {args.runs} "
-            f"--reference {args.reference}{out}`: {args.runs} against {args.reference}, over their common epochs.\n\n"
-            f"{table}\n")
+    command = shlex.join(["python", "scripts/fidelity.py", *(sys.argv[1:] if argv is None else argv)])
+    text = (f"# {args.name} against {args.reference_name}\n\n`{command}`: {args.runs} against {args.reference}, "
+            f"over their common epochs.\n\n{table}\n")
     write_text_atomic(args.out or args.runs / "FIDELITY.md", text)
     print(table)
 

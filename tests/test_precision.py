@@ -292,7 +292,7 @@ def test_the_fidelity_script_writes_its_table_where_out_says(tiny_runs, data_dir
     out = tmp_path / "against-fp32.md"
     script.main(["--runs", str(tiny_runs), "--reference", str(tiny_runs), "--data", str(data_dir), "--out", str(out)])
     text = out.read_text()
-    assert f"--out {out}`" in text
+    assert f"--data {data_dir} --out {out}`" in text
     for model in ("single_lstm", "stacked_lstm", "cerebral_lstm"):  # each against itself: no difference
         assert f"| {model} | 3 | 0.0000 " in text
     assert not (tiny_runs / "FIDELITY.md").exists()

@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -181,16 +182,19 @@ print(page_faults() - before)
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
-                    reason="keep_freed_memory acts on glibc only")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="keep_freed_memory acts on glibc only")
 def test_kept_memory_serves_a_repeated_large_buffer_without_page_faults():
+    env = {k: v for k, v in os.environ.items()  # the allocator as glibc sets it up by default
+           if k not in ("LD_PRELOAD", "GLIBC_TUNABLES") and not k.startswith("MALLOC_")}
+
     def faults(mode):
         result = subprocess.run([sys.executable, "-c", FAULTS_OF_REPEATED_BUFFERS, mode],
-                                capture_output=True, text=True, check=True)
+                                capture_output=True, text=True, check=True, env=env)
         return int(result.stdout)
-    pages = 5 * (48 << 20) // os.sysconf("SC_PAGE_SIZE")
-    assert faults("default") > 0.9 * pages  # by default glibc maps each buffer above 32 MiB afresh
-    assert faults("kept") < pages // 3  # seen: none, or one buffer of the five
+    default = faults("default")
+    if default < (5 * (48 << 20) // os.sysconf("SC_PAGE_SIZE")) // 2:
+        pytest.skip(f"{default} page faults by default (huge pages?): nothing to keep")
+    assert faults("kept") < default / 3  # seen: none, or one buffer of the five
 
 
 def test_training_keeps_freed_memory(data_dir, tmp_path, monkeypatch):
