@@ -1,4 +1,5 @@
 import http.server
+import importlib.util
 import os
 import shutil
 import threading
@@ -12,6 +13,14 @@ from cerebral import data as chardata
 from cerebral.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name):
+    """scripts/<name>.py as a module, for calling its functions in-process."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

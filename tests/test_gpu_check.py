@@ -1,19 +1,15 @@
 """`make gpu-check`: its CPU form end to end at tiny size, and its one-line refusals."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 
 def gpu_check_module():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gpu_check")
 
 
 def test_the_cpu_form_runs_every_step_end_to_end(data_dir, tmp_path):

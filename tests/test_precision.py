@@ -1,14 +1,13 @@
 """train.precision=bf16: every core within a stated tolerance of fp32 (and not equal to it, so
 bf16 really ran), fp32 logits and loss, bit-exact resume, and the run folder's guard."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import ROOT, tiny_overrides
+from conftest import ROOT, load_script, tiny_overrides
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -199,9 +198,7 @@ def test_the_reproduce_plan_times_the_chosen_precision(mode, data_dir, tmp_path,
     assert result.returncode == 0, result.stderr
     plan = next(line for line in result.stdout.splitlines() if line.startswith("Plan on"))
     assert plan.endswith(f", {mode} (step times measured now):")
-    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "scripts" / "reproduce.py")
-    reproduce = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reproduce)
+    reproduce = load_script("reproduce")
     timed = []
     monkeypatch.setattr(reproduce, "timed_train_step", lambda *args, precision: timed.append(precision) or 1.0)
     reproduce.seconds_per_step(compose("model.state_size=8", f"train.precision={mode}", "device=cpu"), 5, 4)
@@ -237,10 +234,7 @@ def test_fidelity_bounds_the_change_in_distance_to_the_published_curve(moved, pa
 
 
 def late_precision_module():
-    spec = importlib.util.spec_from_file_location("late_precision", ROOT / "scripts" / "late_precision.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("late_precision")
 
 
 def test_late_training_continues_one_state_in_each_precision_and_evaluates_fixed_batches(data_dir, tmp_path, monkeypatch):
@@ -286,9 +280,7 @@ def test_the_fingerprint_script_names_missing_data_in_one_line(tmp_path):
 
 
 def test_the_fidelity_script_writes_its_table_where_out_says(tiny_runs, data_dir, tmp_path):
-    spec = importlib.util.spec_from_file_location("fidelity_script", ROOT / "scripts" / "fidelity.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("fidelity")
     out = tmp_path / "against-fp32.md"
     script.main(["--runs", str(tiny_runs), "--reference", str(tiny_runs), "--data", str(data_dir), "--out", str(out)])
     text = out.read_text()
