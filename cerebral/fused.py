@@ -46,10 +46,10 @@ def _add_matmul(add, x, weight):
 
 
 def _weight_grad(d, x):
-    """d^T @ x: a weight's gradient from the gate gradients d of all rows and the GEMM's input x.
-    On oneDNN it is computed as (x^T @ d)^T, with d read transposed where it lies: on a Zen 5 EPYC
-    at the input projection's shape (2560 x 4096 and 2560 x 512) that takes half of sgemm's d^T @ x,
-    where a transposed copy of d would cost most of the gain."""
+    """d^T @ x, a weight's gradient from a GEMM's (N, out) output gradients d and (N, in) inputs x.
+    On oneDNN it is computed as (x^T @ d)^T and returned as that transposed view, d read transposed
+    where it lies: on a Zen 5 EPYC at the input projection's shapes (2560 x 4096 and 2560 x 512)
+    half of sgemm's time for d^T @ x, where a transposed copy of d would cost most of the gain."""
     if _onednn(d):
         return torch.ops.mkldnn._linear_pointwise(x.t().contiguous(), d.t(), None, "none", [], "").t()
     return d.t() @ x

@@ -34,7 +34,7 @@ from cerebral.atomic import atomic_path, write_text_atomic
 from cerebral.config import RESUMABLE_KEYS, complete, config_differences
 from cerebral.errors import CheckpointError, ConfigError
 from cerebral.losslog import write_losses
-from cerebral.steps import device_name
+from cerebral.steps import cpu_features, device_name
 
 CONFIG, RECORD, METRICS, LOSSES, SAMPLE = "config.yaml", "run.json", "metrics.csv", "loss.txt", "sample.json"
 CHECKPOINT, PREVIOUS_CHECKPOINT, UNREADABLE_CHECKPOINT = "checkpoint.pt", "checkpoint.prev.pt", "checkpoint.unreadable.pt"
@@ -111,7 +111,8 @@ def read_record(run_dir):
 
 
 def record_session(run_dir, cfg, device, parameters, commit):
-    """Save the resolved config, and append this process's device, versions, precision, commit
+    """Save the resolved config, and append this process's device (on a CPU with its family, model
+    and bf16 flags: cpu_features), versions, precision, commit
     (of the code it runs) and command to run.json (one entry per session that trains), with the
     model's parameter count."""
     write_text_atomic(run_dir / CONFIG, OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)))
@@ -119,7 +120,8 @@ def record_session(run_dir, cfg, device, parameters, commit):
     record["parameters"] = parameters
     record["sessions"].append({
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": device_name(device), "torch": torch.__version__,
+        "device": device_name(device), **({"cpu": cpu_features()} if device.type == "cpu" else {}),
+        "torch": torch.__version__,
         "python": platform.python_version(), "git_commit": commit, "precision": cfg.train.precision,
         "command": command_line(),
     })

@@ -103,6 +103,27 @@ def cpu_model():
     return f"{platform.processor() or platform.machine()} CPU"
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # the CPU flags that decide bf16's speed and rounding
+
+
+def cpu_features(cpuinfo=None):
+    """What tells apart CPUs that report the same model name (two Intel KVM guests, with and without
+    AMX, both say "Intel(R) Xeon(R) Processor"): e.g. "cpu family 26, model 2; avx512_bf16". Read
+    from /proc/cpuinfo (or the text given); "" where there is none."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return ""
+    fields = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    ids = ", ".join(f"{key} {fields[key]}" for key in ("cpu family", "model") if key in fields)
+    flags = [flag for flag in BF16_FLAGS if flag in fields.get("flags", "").split()]
+    return f"{ids}; {' '.join(flags) or 'no bf16 flags'}" if ids else ""
+
+
 def device_name(device):
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

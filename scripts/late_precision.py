@@ -23,7 +23,7 @@ from cerebral.atomic import write_text_atomic
 from cerebral.errors import USER_ERRORS
 from cerebral.generate import load_trained
 from cerebral.precision import PRECISIONS, autocast
-from cerebral.steps import device_name
+from cerebral.steps import cpu_features, device_name
 from cerebral.tasks import char_lm_loss, make_task
 from cerebral.train import train
 
@@ -80,11 +80,12 @@ def main(argv=None):
                 lines.append(f"| {start + i} | {a:.5f} | {b:.5f} | {b - a:+.5f} |")
             table, name = "\n".join(lines), "LATE.md"
         else:
-            lines = ["| run | fp32 | bf16 | bf16 - fp32 | evaluated on |", "|---|---|---|---|---|"]
-            cpu = device_name(torch.device("cpu"))  # bf16 rounding is the CPU's kernels' own
+            # bf16 rounding is the CPU's kernels' own: say which CPU
+            lines = [f"Evaluated on {device_name(torch.device('cpu'))} ({cpu_features()}).", "",
+                     "| run | fp32 | bf16 | bf16 - fp32 |", "|---|---|---|---|"]
             for run in args.runs:
                 a, b = (fixed_batch_loss(run, precision) for precision in PRECISIONS)
-                lines.append(f"| {run} | {a:.5f} | {b:.5f} | {b - a:+.5f} | {cpu} |")
+                lines.append(f"| {run} | {a:.5f} | {b:.5f} | {b - a:+.5f} |")
             table, name = "\n".join(lines), "EVALUATE.md"
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")

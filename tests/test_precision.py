@@ -251,8 +251,9 @@ def test_late_training_continues_one_state_in_each_precision_and_evaluates_fixed
     a, b = (late.fixed_batch_loss(tmp_path / "straight", mode) for mode in ("fp32", "bf16"))
     assert a != b and abs(a - b) < 0.01
     late.main(["evaluate", str(tmp_path / "straight"), "--out", str(tmp_path / "late")])
-    assert f"{a:.5f} | {b:.5f} | {b - a:+.5f} | {late.device_name(torch.device('cpu'))} |" in \
-        (tmp_path / "late" / "EVALUATE.md").read_text()
+    evaluated = (tmp_path / "late" / "EVALUATE.md").read_text()
+    assert f"{a:.5f} | {b:.5f} | {b - a:+.5f} |" in evaluated
+    assert f"Evaluated on {late.device_name(torch.device('cpu'))} ({late.cpu_features()})." in evaluated
 
 
 def test_fidelity_gives_no_verdict_before_50_epochs_and_skips_curves_without_common_epochs():

@@ -15,7 +15,7 @@ from cerebral.config import compose, config_differences
 from cerebral.errors import CheckpointError, ConfigError
 from cerebral.losslog import read_losses
 from cerebral.report import write_report
-from cerebral.steps import device_name
+from cerebral.steps import cpu_features, device_name
 from cerebral.train import train
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -105,6 +105,18 @@ def test_run_json_records_the_command_as_a_user_types_it(data_dir, tmp_path):
     subprocess.run([sys.executable, "-m", "cerebral.train", *overrides], cwd=ROOT, check=True, capture_output=True)
     (session,) = json.loads((run / "run.json").read_text())["sessions"]
     assert session["command"] == "python -m cerebral.train " + " ".join(overrides)
+    assert session["cpu"] == cpu_features()
+
+
+INTEL_WITH_AMX = "processor\t: 0\ncpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Intel(R) Xeon(R) Processor\n" \
+                 "flags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\nprocessor\t: 1\ncpu family\t: 6\n"
+
+
+def test_cpu_features_tell_apart_cpus_that_report_one_model_name():
+    assert cpu_features(INTEL_WITH_AMX) == "cpu family 6, model 143; avx512_bf16 amx_bf16"
+    without_amx = INTEL_WITH_AMX.replace("model\t\t: 143", "model\t\t: 85").replace(" avx512_bf16 amx_bf16 amx_tile", "")
+    assert cpu_features(without_amx) == "cpu family 6, model 85; no bf16 flags"
+    assert cpu_features("processor\t: 0\nBogoMIPS\t: 50.00\n") == ""  # e.g. an ARM cpuinfo
 
 
 def test_figures_and_report_refuse_a_runs_folder_that_mixes_tasks(data_dir, tmp_path):
