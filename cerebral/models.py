@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cerebral.cores import CerebralLSTM, CerebralLSTMPrinted, NovoLSTM, PostBiasLSTM
-from cerebral.precision import full_precision
+from cerebral.precision import full_precision, native_lstm_context
 
 CORES = ("lstm", "cerebral", "cerebral_printed", "novo")
 CEREBRAL_CORES = ("cerebral", "cerebral_printed")
@@ -30,7 +30,9 @@ class CharRNN(nn.Module):
         self.head = nn.Linear(core.hidden_size, vocab_size)
 
     def forward(self, tokens, state=None):
-        output, state = self.core(self.embedding(tokens), state)
+        inputs = self.embedding(tokens)
+        with native_lstm_context(self.core, inputs):
+            output, state = self.core(inputs, state)
         with full_precision(tokens.device):  # fp32 logits (and loss) under bf16 autocast
             return self.head(output.to(self.head.weight.dtype)), state
 

@@ -7,6 +7,8 @@ autocast state (`gemm_dtype`) and cast their GEMM operands; the models compute t
 loss outside autocast, on fp32 features.
 """
 
+import contextlib
+import functools
 import time
 
 import torch
@@ -33,16 +35,48 @@ def gemm_dtype(x):
     return torch.get_autocast_dtype(device_type)
 
 
-def _fastest(product, repeats=5):
+@functools.cache
+def _onednn_has_bf16():
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def native_lstm_context(core, x):
+    """The context `core` runs in on the input x (a tensor or a PackedSequence): for `nn.LSTM`
+    on a CPU whose oneDNN has no bf16 kernels (no AVX-512), oneDNN's LSTM cannot run bf16 under
+    autocast ("could not create a primitive descriptor"), so oneDNN is switched off for the call
+    and PyTorch's own LSTM runs, its matrix products still in bf16. Elsewhere nothing changes."""
+    x = x.data if isinstance(x, torch.nn.utils.rnn.PackedSequence) else x
+    if (isinstance(core, torch.nn.LSTM) and x.device.type == "cpu" and gemm_dtype(x) == torch.bfloat16
+            and not _onednn_has_bf16()):
+        return _onednn_off()
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _onednn_off():
+    """oneDNN off, and nothing else changed (`torch.backends.mkldnn.flags` also resets its
+    deterministic and TF32 settings, and warns about TF32)."""
+    was = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(was)
+
+
+def _fastest(product, repeats=5, budget_s=0.5):
+    """The fastest of `repeats` timed calls after a warm-up; fewer (at least one) once they have
+    taken `budget_s`, as an emulated bf16 product can take seconds."""
     product()
     times = []
-    for _ in range(repeats):
+    while len(times) < repeats and (not times or sum(times) < budget_s):
         start = time.perf_counter()
         product()
         times.append(time.perf_counter() - start)
     return min(times)
 
 
+@functools.cache  # one CPU per process: timed once
 def bf16_speedup(rows=128, inner=512, cols=4096):
     """fp32 time / bf16 time of one CPU matrix product at a training step's shape (above 1: bf16
     is faster). CPUs differ: Zen 4's AVX-512 BF16 doubles the product's rate, while a CPU with

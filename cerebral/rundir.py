@@ -11,6 +11,8 @@ it; the comparison, the figures and sampling read through it.
     run.json             the parameter count, and per session: device, versions, precision,
                          commit and the command as a user types it
     sample.json          a generated text and the settings that produced it
+    loss.recorded.txt    only where epochs trained again did not repeat the recorded ones
+    metrics.recorded.csv (RecordedEpochs): the record, kept
 """
 
 import csv
@@ -33,10 +35,11 @@ from omegaconf import OmegaConf
 from cerebral.atomic import atomic_path, write_text_atomic
 from cerebral.config import RESUMABLE_KEYS, complete, config_differences
 from cerebral.errors import CheckpointError, ConfigError
-from cerebral.losslog import write_losses
+from cerebral.losslog import read_losses, write_losses
 from cerebral.steps import cpu_features, device_name
 
 CONFIG, RECORD, METRICS, LOSSES, SAMPLE = "config.yaml", "run.json", "metrics.csv", "loss.txt", "sample.json"
+RECORDED_LOSSES, RECORDED_METRICS = "loss.recorded.txt", "metrics.recorded.csv"
 CHECKPOINT, PREVIOUS_CHECKPOINT, UNREADABLE_CHECKPOINT = "checkpoint.pt", "checkpoint.prev.pt", "checkpoint.unreadable.pt"
 # Raised whenever the meaning of saved parameters changes (e.g. the gate order), so that an old
 # checkpoint is refused instead of silently resumed with its weights read the wrong way.
@@ -128,6 +131,13 @@ def record_session(run_dir, cfg, device, parameters, commit):
     write_text_atomic(run_dir / RECORD, json.dumps(record, indent=2) + "\n")
 
 
+def update_session(run_dir, **fields):
+    """Add fields to this session's (the last) entry in run.json."""
+    record = read_record(run_dir)
+    record["sessions"][-1].update(fields)
+    write_text_atomic(run_dir / RECORD, json.dumps(record, indent=2) + "\n")
+
+
 def save_checkpoint(run_dir, model, optimizer, scheduler, sampler, history, vocab):
     """Write checkpoint.pt atomically, keeping the one it replaces as checkpoint.prev.pt."""
     state = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -208,6 +218,110 @@ def write_outputs(run_dir, history, columns):
 
     lines = [",".join(columns)] + [",".join(cell(row.get(c)) for c in columns) for row in history]
     write_text_atomic(run_dir / METRICS, "\n".join(lines) + "\n")
+
+
+def read_history(run_dir, columns):
+    """The per-epoch rows the outputs record: the losses of loss.txt, with the other columns from
+    metrics.csv where it has them ([] when there is no loss.txt)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / LOSSES).exists():
+        return []
+    losses = read_losses(run_dir / LOSSES)
+    try:
+        with open(run_dir / METRICS, newline="") as f:
+            rows = {int(r["epoch"]): {c: float(r[c]) if r.get(c) else None for c in columns}
+                    for r in csv.DictReader(f)}
+    except (OSError, KeyError, ValueError):  # no or malformed metrics.csv: its columns stay empty
+        rows = {}
+    return [{**dict.fromkeys(columns), **rows.get(i, {}), "epoch": i, "train_loss": loss}
+            for i, loss in enumerate(losses)]
+
+
+class RecordedEpochs:
+    """Epochs the outputs record beyond the checkpoint: a fresh clone has the committed loss files
+    but no checkpoints (they stay out of git), or a checkpoint was lost. Training them again from
+    the checkpoint (or from epoch 0) checks each against the record; on a CPU at the same code
+    they repeat bit for bit, and each epoch that does keeps its recorded row (timings included).
+    At the first difference the record is kept as loss.recorded.txt and metrics.recorded.csv,
+    the outputs follow the new run, and run.json says where the two parted."""
+
+    def __init__(self, run_dir, history, columns):
+        self.run_dir, self.rows, self.kept = Path(run_dir), read_history(run_dir, columns), None
+        self.start = len(history)  # the first epoch trained again
+        self.agree = len(self.rows) > len(history)
+        self.parted = None
+        if self.agree:
+            self.parted = next((e for e in range(len(history))
+                                if history[e]["train_loss"] != self.rows[e]["train_loss"]), None)
+        if self.parted is not None:  # the outputs are not this checkpoint's: keep them, don't extend them
+            self._keep_record()
+
+    def _keep_record(self):
+        """Copy loss.txt and metrics.csv (still the record) to loss.recorded.txt and
+        metrics.recorded.csv, or to the first free -N names, so that an earlier kept record
+        stays; a copy the same as one kept already (a crash after keeping it) is not made twice."""
+        self.agree, record, n = False, (self.run_dir / LOSSES).read_text(), 1
+        while True:
+            suffix = "" if n == 1 else f"-{n}"
+            losses = self.run_dir / RECORDED_LOSSES.replace(".txt", f"{suffix}.txt")
+            metrics = self.run_dir / RECORDED_METRICS.replace(".csv", f"{suffix}.csv")
+            if not losses.exists() or losses.read_text() == record:
+                break
+            n += 1
+        write_text_atomic(losses, record)
+        if (self.run_dir / METRICS).exists():
+            write_text_atomic(metrics, (self.run_dir / METRICS).read_text())
+        self.kept = f"{losses.name} and {metrics.name}"
+
+    def ahead(self, history):
+        """The recorded rows past `history`, while the training agrees with them."""
+        return self.rows[len(history):] if self.agree else []
+
+    def start_line(self, epochs):
+        """What training them again means, in one line (None when nothing recorded lies ahead)."""
+        if self.parted is not None:
+            return (f"warning: {self.run_dir / LOSSES} differs from its checkpoint at epoch {self.parted}; "
+                    f"kept as {self.kept}, and {LOSSES} follows the checkpoint")
+        if not self.agree:
+            return None
+        held = f"its checkpoint holds {self.start}" if self.start else "it has no checkpoint"
+        return (f"{self.run_dir}: {LOSSES} records {len(self.rows)} epochs, {held}; training epochs "
+                f"{self.start}-{min(len(self.rows), epochs) - 1} again and checking each against the record")
+
+    def check(self, history):
+        """Compare the epoch just trained (history[-1]) with the record; where they agree, put the
+        recorded row in its place. Returns the line to print (and writes the outcome to run.json)
+        once the training has repeated every recorded epoch, or parted from one, else None."""
+        epoch = len(history) - 1
+        if not self.agree or epoch >= len(self.rows):
+            return None
+        new, old = history[epoch]["train_loss"], self.rows[epoch]["train_loss"]
+        if new != old:
+            self._keep_record()
+            update_session(self.run_dir, replay={"recorded_epochs": len(self.rows), "kept_as": self.kept,
+                                                 "first_difference": {"epoch": epoch, "recorded": old, "trained": new}})
+            return (f"warning: epoch {epoch} gave loss {new!r}, the record {old!r}: this machine or code does not "
+                    f"repeat the recorded run bit for bit. The record is kept as {self.kept}; {LOSSES} follows "
+                    f"this run from here.")
+        history[epoch] = self.rows[epoch]
+        if epoch == len(self.rows) - 1:
+            self.agree = False
+            update_session(self.run_dir, replay={"recorded_epochs": len(self.rows), "identical": True})
+            return f"{self.run_dir}: epochs {self.start}-{epoch} repeated the record bit for bit"
+        return None
+
+
+def checkpoint_epochs(run_dir):
+    """How many epochs the run's checkpoint (or, that unreadable, the one before) holds: where
+    training goes on (0 without one). Only reads; `latest_checkpoint` does the recovering."""
+    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
+        path = Path(run_dir) / name
+        if path.exists():
+            try:
+                return len(read_checkpoint(path)["history"])
+            except CheckpointError:
+                continue
+    return 0
 
 
 def read_metric(run_dir, column):

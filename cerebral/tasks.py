@@ -15,7 +15,7 @@ from cerebral import data as chardata
 from cerebral import seqdata
 from cerebral.errors import ConfigError
 from cerebral.models import build_core, build_model, init_model_
-from cerebral.precision import full_precision
+from cerebral.precision import full_precision, native_lstm_context
 
 EVAL_BATCH = 1024  # sequences per forward pass when evaluating (no gradients kept)
 PADDINGS = ("left", "packed")  # data.padding of task=imdb
@@ -123,7 +123,8 @@ class SequenceClassifier(nn.Module):
         else:
             if self.embedding is not None:
                 x = self.embedding(x)
-            output, _ = self.core(x)
+            with native_lstm_context(self.core, x):
+                output, _ = self.core(x)
             last = output[:, -1]
             if self.directions == 2:  # each direction's final state: the reverse one ends at step 0
                 last = torch.cat([output[:, -1, : self.width], output[:, 0, self.width :]], dim=-1)
@@ -142,7 +143,8 @@ class SequenceClassifier(nn.Module):
         if present.any():
             packed = pack_padded_sequence(self.embedding(tokens[present]), lengths[present].cpu(), batch_first=True,
                                           enforce_sorted=False)
-            _, (h, *_) = self.core(packed)
+            with native_lstm_context(self.core, packed):
+                _, (h, *_) = self.core(packed)
             last[present] = torch.cat(list(h[-self.directions:]), dim=-1).to(last.dtype)
         return last
 

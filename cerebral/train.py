@@ -3,7 +3,9 @@
 Each run directory (`out_dir`, laid out in `cerebral.rundir`) holds the resolved config, a
 checkpoint written atomically after every epoch, loss.txt in the published format, metrics.csv
 and run.json. Re-running the same command resumes from the checkpoint and ends bit for bit where
-an uninterrupted run would (on CPU); raising train.epochs extends a run.
+an uninterrupted run would (on CPU); raising train.epochs extends a run. Epochs recorded without
+their checkpoint (a fresh clone: checkpoints stay out of git) are trained again and checked
+against the record (`rundir.RecordedEpochs`), which nothing overwrites unless the two part.
 """
 
 import math
@@ -56,7 +58,11 @@ def train(cfg):
     columns = rundir.METRICS_COLUMNS + task.columns
     state = rundir.latest_checkpoint(run_dir)
     history = rundir.restore_checkpoint(state, model, optimizer, scheduler, sampler) if state else []
-    rundir.write_outputs(run_dir, history, columns)
+    recorded = rundir.RecordedEpochs(run_dir, history, columns)  # e.g. a fresh clone's loss files
+    replay_line = recorded.start_line(cfg.train.epochs)
+    if replay_line:
+        print(replay_line, flush=True)
+    rundir.write_outputs(run_dir, history + recorded.ahead(history), columns)
     if len(history) >= cfg.train.epochs:
         print(f"{run_dir}: already trained for {len(history)} epochs (train.epochs={cfg.train.epochs})")
         return [row["train_loss"] for row in history]
@@ -91,8 +97,11 @@ def train(cfg):
         row = {"epoch": epoch, "train_loss": total / sampler.steps, "seconds": seconds,
                "chars_per_second": sampler.steps * items_per_step / seconds, **metrics}
         history.append({c: row.get(c) for c in columns})
+        outcome = recorded.check(history)  # before saving: an epoch that repeats the record keeps its row
+        if outcome:
+            tqdm.write(outcome)
         rundir.save_checkpoint(run_dir, model, optimizer, scheduler, sampler, history, task.vocab)
-        rundir.write_outputs(run_dir, history, columns)
+        rundir.write_outputs(run_dir, history + recorded.ahead(history), columns)
     bar.close()
     last = history[-1]
     extra = ", ".join(f"{c} {last[c]:.4f}" for c in task.columns if last[c] is not None)

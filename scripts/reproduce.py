@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from cerebral import data as chardata
+from cerebral import rundir
 from cerebral.config import check_config, compose, resolve_device
 from cerebral.errors import USER_ERRORS
 from cerebral.generate import generate_for_run
@@ -38,11 +39,6 @@ def seconds_per_step(cfg, vocab_size, seq_len, repeats=3):
     return statistics.median(times[1:])
 
 
-def epochs_done(cfg):
-    loss_file = Path(cfg.out_dir) / "loss.txt"
-    return len(read_losses(loss_file)) if loss_file.exists() else 0
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. train.epochs=20")
@@ -54,6 +50,10 @@ def main():
         for cfg in configs:
             check_config(cfg)
         data = chardata.load(configs[0].data.dir, configs[0].data.seq_len)
+        # where each run goes on: its checkpoint's epochs; epochs recorded past them train again
+        done = [rundir.checkpoint_epochs(cfg.out_dir) for cfg in configs]
+        recorded = [len(read_losses(Path(cfg.out_dir) / rundir.LOSSES)) if (Path(cfg.out_dir) / rundir.LOSSES).exists()
+                    else 0 for cfg in configs]
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
 
@@ -65,15 +65,19 @@ def main():
     print(f"Plan on {device_name(device)}, {precision} (step times measured now):")
     print(f"{'model':<15}{'epochs':>8}{'done':>6}{'steps/epoch':>13}{'s/step':>8}{'estimate':>11}  out_dir")
     total = 0.0
-    for cfg in configs:
+    for cfg, epochs_done in zip(configs, done, strict=True):
         steps = cfg.train.steps_per_epoch or len(data.inputs) // cfg.train.batch_size
-        done = epochs_done(cfg)
-        remaining = max(cfg.train.epochs - done, 0) * steps
+        remaining = max(cfg.train.epochs - epochs_done, 0) * steps
         per_step = seconds_per_step(cfg, data.vocab_size, data.inputs.shape[1]) if remaining else 0.0
         total += remaining * per_step
-        print(f"{cfg.model.name:<15}{cfg.train.epochs:>8}{done:>6}{steps:>13}"
+        print(f"{cfg.model.name:<15}{cfg.train.epochs:>8}{epochs_done:>6}{steps:>13}"
               f"{per_step:>8.3f}{remaining * per_step / 3600:>10.2f}h  {cfg.out_dir}")
     print(f"{'total':<50}{total / 3600:>10.2f}h", flush=True)
+    for cfg, epochs_done, epochs_recorded in zip(configs, done, recorded, strict=True):
+        last = min(epochs_recorded, cfg.train.epochs) - 1
+        if last >= epochs_done:
+            print(f"{cfg.model.name}: loss.txt records {epochs_recorded} epochs, the checkpoint {epochs_done}: "
+                  f"epochs {epochs_done}-{last} train again, each checked against the record")
     if args.plan_only:
         return
     try:

@@ -44,7 +44,8 @@ def outputs_and_gradients(core, x, mode):
     core.zero_grad()
     x.grad = None
     with precision.autocast(mode, "cpu"):
-        output, _ = core(x)
+        with precision.native_lstm_context(core, x):  # as the models call their core
+            output, _ = core(x)
     output = output.float()
     (output * torch.linspace(-1, 1, output.numel()).view_as(output)).sum().backward()
     return output.detach(), [p.grad.clone() for p in core.parameters()] + [x.grad.clone()]
@@ -290,3 +291,24 @@ def test_the_fidelity_script_writes_its_table_where_out_says(tiny_runs, data_dir
     for model in ("single_lstm", "stacked_lstm", "cerebral_lstm"):  # each against itself: no difference
         assert f"| {model} | 3 | 0.0000 " in text
     assert not (tiny_runs / "FIDELITY.md").exists()
+
+
+@pytest.mark.parametrize("onednn_bf16", [True, False])
+def test_the_single_lstm_trains_in_bf16_whether_or_not_onednn_has_bf16_kernels(onednn_bf16, monkeypatch):
+    """Without them (a CPU without AVX-512) oneDNN's LSTM refuses bf16; PyTorch's own runs it."""
+    if onednn_bf16 and not precision._onednn_has_bf16():
+        pytest.skip("this CPU's oneDNN has no bf16 kernels")
+    monkeypatch.setattr(precision, "_onednn_has_bf16", lambda: onednn_bf16)
+    torch.manual_seed(0)
+    model = build_model(compose("model=single_lstm", "model.state_size=32").model, 11)
+    tokens = torch.randint(0, 11, (4, 9))
+    reference = char_lm_loss(model, tokens, tokens)
+    onednn_during_call = []
+    model.core.register_forward_pre_hook(lambda *_: onednn_during_call.append(torch.backends.mkldnn.enabled))
+    with precision.autocast("bf16", "cpu"):
+        loss = char_lm_loss(model, tokens, tokens)
+    loss.backward()
+    assert loss.dtype == torch.float32 and loss.item() != reference.item()
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-2)
+    assert onednn_during_call == [onednn_bf16]
+    assert torch.backends.mkldnn.enabled  # switched off for the call only

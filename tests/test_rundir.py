@@ -13,7 +13,7 @@ from conftest import ROOT, tiny_overrides
 from cerebral import rundir
 from cerebral.config import compose, config_differences
 from cerebral.errors import CheckpointError, ConfigError
-from cerebral.losslog import read_losses
+from cerebral.losslog import read_losses, write_losses
 from cerebral.report import write_report
 from cerebral.steps import cpu_features, device_name
 from cerebral.train import train
@@ -138,3 +138,83 @@ def test_a_changed_setting_is_still_refused(data_dir, tmp_path):
     train(tiny(data_dir, tmp_path / "run", "train.epochs=1"))
     with pytest.raises(ConfigError, match="model.state_size: 16 -> 8"):
         train(tiny(data_dir, tmp_path / "run", "model.state_size=8"))
+
+
+def clone_without_checkpoints(run, into):
+    """What a fresh clone holds of a run: its committed files, no checkpoint."""
+    return shutil.copytree(run, into, ignore=shutil.ignore_patterns("checkpoint*.pt", ".train.lock"))
+
+
+def test_recorded_epochs_without_a_checkpoint_train_again_and_are_checked(data_dir, tmp_path, capsys):
+    straight = tmp_path / "straight"
+    train(tiny(data_dir, straight, "train.epochs=3"))
+    run = clone_without_checkpoints(straight, tmp_path / "clone")
+    recorded = (straight / "loss.txt").read_bytes()
+    train(tiny(data_dir, run, "train.epochs=2"))  # part of the record: the rest stays in the outputs
+    assert "records 3 epochs, it has no checkpoint; training epochs 0-1 again" in capsys.readouterr().out
+    assert (run / "loss.txt").read_bytes() == recorded
+    assert (run / "metrics.csv").read_bytes() == (straight / "metrics.csv").read_bytes()  # timings too
+    assert len(rundir.read_history(run, rundir.METRICS_COLUMNS)) == 3
+    assert train(tiny(data_dir, run, "train.epochs=4"))[:3] == read_losses(straight / "loss.txt")
+    out = capsys.readouterr().out
+    assert "its checkpoint holds 2; training epochs 2-2 again" in out and "epochs 2-2 repeated the record bit for bit" in out
+    assert (run / "loss.txt").read_bytes().startswith(recorded) and not (run / rundir.RECORDED_LOSSES).exists()
+    assert rundir.read_record(run)["sessions"][-1]["replay"] == {"recorded_epochs": 3, "identical": True}
+
+
+def test_a_record_the_training_does_not_repeat_is_kept_beside_the_new_curve(data_dir, tmp_path, capsys):
+    straight = tmp_path / "straight"
+    expected = train(tiny(data_dir, straight, "train.epochs=3"))
+    run = clone_without_checkpoints(straight, tmp_path / "clone")
+    record = read_losses(run / "loss.txt")
+    record[1] += 1e-9  # as another CPU's rounding would
+    write_losses(run / "loss.txt", record)
+    assert train(tiny(data_dir, run, "train.epochs=3")) == expected
+    assert "warning: epoch 1 gave loss" in capsys.readouterr().out
+    assert read_losses(run / rundir.RECORDED_LOSSES) == record
+    kept = run / "kept"  # metrics.recorded.csv holds the recorded timings
+    kept.mkdir()
+    shutil.copy(run / rundir.RECORDED_METRICS, kept / "metrics.csv")
+    assert rundir.read_metric(kept, "seconds") == rundir.read_metric(straight, "seconds")
+    assert (run / "loss.txt").read_bytes() == (straight / "loss.txt").read_bytes()
+    replay = rundir.read_record(run)["sessions"][-1]["replay"]
+    assert replay["first_difference"] == {"epoch": 1, "recorded": record[1], "trained": expected[1]}
+    # trained again once more from another record (its checkpoint lost too): the first kept one stays
+    second = clone_without_checkpoints(run, tmp_path / "second")
+    other = [loss - 1e-9 for loss in expected]
+    write_losses(second / "loss.txt", other)
+    train(tiny(data_dir, second, "train.epochs=3"))
+    assert read_losses(second / rundir.RECORDED_LOSSES) == record
+    assert read_losses(second / "loss.recorded-2.txt") == other and (second / "metrics.recorded-2.csv").exists()
+    # the same record again (a crash right after keeping it): not kept twice
+    third = clone_without_checkpoints(second, tmp_path / "third")
+    write_losses(third / "loss.txt", other)
+    train(tiny(data_dir, third, "train.epochs=3"))
+    assert not (third / "loss.recorded-3.txt").exists()
+
+
+def test_outputs_that_are_not_the_checkpoints_are_kept_not_extended(data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    expected = train(tiny(data_dir, run, "train.epochs=3"))
+    (run / rundir.CHECKPOINT).unlink()  # resumes from epoch 2's checkpoint.prev.pt
+    foreign = [loss + 1.0 for loss in expected]
+    write_losses(run / "loss.txt", foreign)
+    assert train(tiny(data_dir, run, "train.epochs=3")) == expected
+    assert "differs from its checkpoint at epoch 0" in capsys.readouterr().out
+    assert read_losses(run / rundir.RECORDED_LOSSES) == foreign
+
+
+def test_the_plan_counts_from_the_checkpoint_and_names_recorded_epochs_that_train_again(data_dir, tmp_path):
+    settings = [f"data.dir={data_dir}", f"runs_dir={tmp_path}", "model.state_size=8", "train.batch_size=8",
+                "train.steps_per_epoch=2", "train.epochs=3", "device=cpu"]
+    for model in ("single_lstm", "cerebral_lstm"):
+        train(compose(f"model={model}", *settings))
+    for checkpoint in (tmp_path / "cerebral_lstm" / "seed0").glob("checkpoint*.pt"):
+        checkpoint.unlink()  # as in a fresh clone
+    result = subprocess.run([sys.executable, "scripts/reproduce.py", "--plan-only", *settings],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.endswith("seed0")}
+    assert rows["single_lstm"][1:3] == ["3", "3"] and rows["cerebral_lstm"][1:3] == ["3", "0"]
+    assert "cerebral_lstm: loss.txt records 3 epochs, the checkpoint 0: epochs 0-2 train again" in result.stdout
+    assert "single_lstm: loss.txt" not in result.stdout
