@@ -1,6 +1,6 @@
 # The user interface of the project. Every target makes the environment and the data it needs.
 #   make reproduce [ARGS="train.epochs=20 ..."]   the three models at the paper's defaults
-#   make test                                     lint, then the test suite (about four minutes on 2 cores, after set-up)
+#   make test                                     lint, then the test suite (4-10 minutes on 2 cores, after set-up)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
