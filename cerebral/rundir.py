@@ -128,14 +128,18 @@ def record_session(run_dir, cfg, device, parameters, commit):
         "python": platform.python_version(), "git_commit": commit, "precision": cfg.train.precision,
         "command": command_line(),
     })
-    write_text_atomic(run_dir / RECORD, json.dumps(record, indent=2) + "\n")
+    _write_record(run_dir, record)
 
 
 def update_session(run_dir, **fields):
     """Add fields to this session's (the last) entry in run.json."""
     record = read_record(run_dir)
     record["sessions"][-1].update(fields)
-    write_text_atomic(run_dir / RECORD, json.dumps(record, indent=2) + "\n")
+    _write_record(run_dir, record)
+
+
+def _write_record(run_dir, record):
+    write_text_atomic(Path(run_dir) / RECORD, json.dumps(record, indent=2) + "\n")
 
 
 def save_checkpoint(run_dir, model, optimizer, scheduler, sampler, history, vocab):
