@@ -224,6 +224,15 @@ def write_outputs(run_dir, history, columns):
     write_text_atomic(run_dir / METRICS, "\n".join(lines) + "\n")
 
 
+def _metrics_rows(run_dir):
+    """metrics.csv as one dict of strings per row ([] when there is none)."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def read_history(run_dir, columns):
     """The per-epoch rows the outputs record: the losses of loss.txt, with the other columns from
     metrics.csv where it has them ([] when there is no loss.txt)."""
@@ -232,13 +241,17 @@ def read_history(run_dir, columns):
         return []
     losses = read_losses(run_dir / LOSSES)
     try:
-        with open(run_dir / METRICS, newline="") as f:
-            rows = {int(r["epoch"]): {c: float(r[c]) if r.get(c) else None for c in columns}
-                    for r in csv.DictReader(f)}
-    except (OSError, KeyError, ValueError):  # no or malformed metrics.csv: its columns stay empty
+        rows = {int(r["epoch"]): {c: float(r[c]) if r.get(c) else None for c in columns} for r in _metrics_rows(run_dir)}
+    except (OSError, KeyError, ValueError):  # malformed metrics.csv: its columns stay empty
         rows = {}
     return [{**dict.fromkeys(columns), **rows.get(i, {}), "epoch": i, "train_loss": loss}
             for i, loss in enumerate(losses)]
+
+
+def recorded_epochs(run_dir):
+    """How many epochs loss.txt records (0 without one)."""
+    path = Path(run_dir) / LOSSES
+    return len(read_losses(path)) if path.exists() else 0
 
 
 class RecordedEpochs:
@@ -292,6 +305,17 @@ class RecordedEpochs:
         return (f"{self.run_dir}: {LOSSES} records {len(self.rows)} epochs, {held}; training epochs "
                 f"{self.start}-{min(len(self.rows), epochs) - 1} again and checking each against the record")
 
+    def stopped(self, epoch):
+        """Training stopped (a non-finite loss) in `epoch`: where that was an epoch still being
+        checked, run.json says so (the record stays in loss.txt). Returns a clause for the error
+        line, or ""."""
+        if not self.agree or epoch >= len(self.rows):
+            return ""
+        update_session(self.run_dir, replay={"recorded_epochs": len(self.rows), "stopped_at_epoch": epoch,
+                                             "recorded": self.rows[epoch]["train_loss"]})
+        return (f" The record had loss {self.rows[epoch]['train_loss']!r} there, so this machine or code does not "
+                f"repeat it; {LOSSES} keeps the record.")
+
     def check(self, history):
         """Compare the epoch just trained (history[-1]) with the record; where they agree, put the
         recorded row in its place. Returns the line to print (and writes the outcome to run.json)
@@ -330,11 +354,7 @@ def checkpoint_epochs(run_dir):
 
 def read_metric(run_dir, column):
     """One column of metrics.csv as floats per epoch, or None where the run has none."""
-    path = Path(run_dir) / METRICS
-    if not path.exists():
-        return None
-    with open(path, newline="") as f:
-        values = [row.get(column) or None for row in csv.DictReader(f)]
+    values = [row.get(column) or None for row in _metrics_rows(run_dir)]
     return [float(v) for v in values] if values and None not in values else None
 
 

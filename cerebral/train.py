@@ -84,7 +84,7 @@ def train(cfg):
                 kept = (f"{run_dir / rundir.CHECKPOINT} keeps the last good state (epoch {len(history) - 1})" if history
                         else "no epoch had finished, so there is no checkpoint")
                 raise TrainingDiverged(f"the loss became {loss} at epoch {epoch}, step {step}; stopped. "
-                                       f"{kept}. Try a smaller optim.lr.")
+                                       f"{kept}. Try a smaller optim.lr.{recorded.stopped(epoch)}")
             total += loss
             bar.set_postfix(epoch=epoch, loss=f"{total / (step + 1):.4f}", refresh=False)
             bar.update()

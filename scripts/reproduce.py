@@ -18,7 +18,6 @@ from cerebral import rundir
 from cerebral.config import check_config, compose, resolve_device
 from cerebral.errors import USER_ERRORS
 from cerebral.generate import generate_for_run
-from cerebral.losslog import read_losses
 from cerebral.models import build_model
 from cerebral.precision import speed_warning
 from cerebral.steps import device_name, keep_freed_memory, make_optimizer, timed_train_step
@@ -52,8 +51,7 @@ def main():
         data = chardata.load(configs[0].data.dir, configs[0].data.seq_len)
         # where each run goes on: its checkpoint's epochs; epochs recorded past them train again
         done = [rundir.checkpoint_epochs(cfg.out_dir) for cfg in configs]
-        recorded = [len(read_losses(Path(cfg.out_dir) / rundir.LOSSES)) if (Path(cfg.out_dir) / rundir.LOSSES).exists()
-                    else 0 for cfg in configs]
+        recorded = [rundir.recorded_epochs(cfg.out_dir) for cfg in configs]
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
 

@@ -12,7 +12,7 @@ from conftest import ROOT, tiny_overrides
 
 from cerebral import rundir
 from cerebral.config import compose, config_differences
-from cerebral.errors import CheckpointError, ConfigError
+from cerebral.errors import CheckpointError, ConfigError, TrainingDiverged
 from cerebral.losslog import read_losses, write_losses
 from cerebral.report import write_report
 from cerebral.steps import cpu_features, device_name
@@ -191,6 +191,22 @@ def test_a_record_the_training_does_not_repeat_is_kept_beside_the_new_curve(data
     write_losses(third / "loss.txt", other)
     train(tiny(data_dir, third, "train.epochs=3"))
     assert not (third / "loss.recorded-3.txt").exists()
+
+
+def test_a_run_stopped_by_a_non_finite_loss_while_checking_the_record_keeps_it_and_says_so(data_dir, tmp_path):
+    straight = tmp_path / "straight"
+    train(tiny(data_dir, straight, "train.epochs=3"))
+    run = clone_without_checkpoints(straight, tmp_path / "clone")
+    recorded = (run / "loss.txt").read_bytes()
+    train(tiny(data_dir, run, "train.epochs=1"))
+    state = torch.load(run / rundir.CHECKPOINT, weights_only=True)
+    state["model"]["head.bias"].fill_(float("nan"))  # epoch 1 cannot repeat its record now
+    torch.save(state, run / rundir.CHECKPOINT)
+    with pytest.raises(TrainingDiverged, match=r"at epoch 1, step 0.*does not repeat it; loss.txt keeps the record"):
+        train(tiny(data_dir, run, "train.epochs=3"))
+    assert (run / "loss.txt").read_bytes() == recorded
+    replay = rundir.read_record(run)["sessions"][-1]["replay"]
+    assert replay == {"recorded_epochs": 3, "stopped_at_epoch": 1, "recorded": read_losses(straight / "loss.txt")[1]}
 
 
 def test_outputs_that_are_not_the_checkpoints_are_kept_not_extended(data_dir, tmp_path, capsys):
