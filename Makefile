@@ -1,6 +1,6 @@
 # The user interface of the project. Every target makes the environment and the data it needs.
 #   make reproduce [ARGS="train.epochs=20 ..."]   the three models at the paper's defaults
-#   make test                                     lint, then the test suite (4-10 minutes on 2 cores, after set-up)
+#   make test                                     lint, then the test suite (under 5 minutes on 2 cores, after set-up)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -75,8 +75,9 @@ gpu-check:
 lint: setup
 	$(PY) -m ruff check .
 
+# One pytest-xdist worker per core, each on one thread (tests/conftest.py).
 test: data lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 # The checks that take minutes at paper size (e.g. the first epochs against the published curves).
 test-slow: data

@@ -14,6 +14,10 @@ from cerebral.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker (and its subprocesses), not one per core each
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 def load_script(name):
     """scripts/<name>.py as a module, for calling its functions in-process."""
