@@ -50,6 +50,18 @@ def parameters(run, vocab_size):
     return run.parameters
 
 
+def parameter_counts(runs, data_dir):
+    """{model: parameter count} of character-model runs (the vocabulary size from the data's metadata)."""
+    vocab_size = len(chardata.load_metadata(chardata.verified_path(data_dir, "data/metadata.pkl"))["idx2ch"])
+    return {model: parameters(model_runs[0], vocab_size) for model, model_runs in runs.items()}
+
+
+def device(session):
+    """The session's device, on a CPU with the family, model and bf16 flags that set its bit patterns."""
+    name = session.get("device", "-")
+    return f"{name} ({session['cpu']})" if session.get("cpu") else name
+
+
 def runs_section(runs, counts):
     lines = ["| model | parameters | seed | epochs | device | precision | torch | commit | wall time | key settings |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -62,7 +74,7 @@ def runs_section(runs, counts):
                         f"init {cfg['model']['init']}") if cfg else "-"
             hours = f"{run.seconds / 3600:.2f} h" if run.seconds is not None else "-"
             commit = (session.get("git_commit") or "-")[:12]
-            lines.append(f"| {model} | {count(counts[model])} | {run.seed} | {len(run.losses)} | {session.get('device', '-')} | "
+            lines.append(f"| {model} | {count(counts[model])} | {run.seed} | {len(run.losses)} | {device(session)} | "
                          f"{run.precision} | {session.get('torch', '-')} | {commit} | {hours} | {settings} |")
     return "\n".join(lines)
 
@@ -199,7 +211,7 @@ def classification_report(runs_dir, out_dir, runs, task, counts):
         for run, r in zip(runs[model], rows, strict=True):
             session = run.session
             per_seed.append(f"| {model} | {r['seed']} | {r['epochs']} | {r['final']:.2%} | {r['best']:.2%} ({r['best_epoch']}) "
-                            f"| {r['test_loss']:.4f} | {session.get('device', '-')} | {run.precision} "
+                            f"| {r['test_loss']:.4f} | {device(session)} | {run.precision} "
                             f"| {(session.get('git_commit') or '-')[:12]} "
                             f"| {fmt(r['seconds'], 0)} s |")
     figures = figure_links(out_dir, {"test_accuracy": "Test accuracy per epoch", "train_loss": "Training loss per epoch"})
@@ -217,8 +229,7 @@ def claims_report(runs_dir, data_dir, out_dir, published, runs, ours):
         verdicts["ours"] = claims.judge_all(ours)
     stats = claims.curve_stats(ours, published)
     per_seed = claims.judge_per_seed(runs) if len({r.seed for rs in runs.values() for r in rs}) > 1 else None
-    vocab_size = len(chardata.load_metadata(chardata.verified_path(data_dir, "data/metadata.pkl"))["idx2ch"])
-    counts = {model: parameters(model_runs[0], vocab_size) for model, model_runs in runs.items()}
+    counts = parameter_counts(runs, data_dir)
     text = report(runs_dir, out_dir, runs, verdicts, stats, counts, per_seed)
     data = {"claims": {k: claims.as_json(v) for k, v in verdicts.items()}, "stats": stats,
             "claims_per_seed": {seed: claims.as_json(v) for seed, v in (per_seed or {}).items()},

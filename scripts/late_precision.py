@@ -61,6 +61,11 @@ def fixed_batch_loss(run_dir, precision):
     return sum(losses) / len(losses)
 
 
+def machine():
+    """Where the numbers came from: bf16 rounding is the CPU's kernels' own, so name the CPU."""
+    return f"on {device_name(torch.device('cpu'))} ({cpu_features()}) at commit {(rundir.git_commit() or '-')[:12]}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -75,13 +80,13 @@ def main(argv=None):
     try:
         if args.command == "continue":
             curves, start = continue_in_each_precision(args.source, args.epochs, args.out)
-            lines = ["| epoch | fp32 | bf16 | bf16 - fp32 |", "|---|---|---|---|"]
+            lines = [f"Trained from epoch {start} of {args.source} {machine()}.", "",
+                     "| epoch | fp32 | bf16 | bf16 - fp32 |", "|---|---|---|---|"]
             for i, (a, b) in enumerate(zip(curves["fp32"], curves["bf16"], strict=True)):
                 lines.append(f"| {start + i} | {a:.5f} | {b:.5f} | {b - a:+.5f} |")
             table, name = "\n".join(lines), "LATE.md"
         else:
-            # bf16 rounding is the CPU's kernels' own: say which CPU
-            lines = [f"Evaluated on {device_name(torch.device('cpu'))} ({cpu_features()}).", "",
+            lines = [f"Evaluated {machine()}.", "",
                      "| run | fp32 | bf16 | bf16 - fp32 |", "|---|---|---|---|"]
             for run in args.runs:
                 a, b = (fixed_batch_loss(run, precision) for precision in PRECISIONS)

@@ -2,6 +2,7 @@
 bf16 really ran), fp32 logits and loss, bit-exact resume, and the run folder's guard."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -248,13 +249,15 @@ def test_late_training_continues_one_state_in_each_precision_and_evaluates_fixed
     assert fp32 == (tmp_path / "straight" / "loss.txt").read_text()  # the same state, the same batches
     bf16 = read_losses(tmp_path / "late" / "bf16" / "loss.txt")
     assert bf16[:2] == straight[:2] and bf16[2] != straight[2] and abs(bf16[2] - straight[2]) < 0.01
+    machine = f"on {late.device_name(torch.device('cpu'))} ({late.cpu_features()}) at commit "
     assert "| 2 |" in (tmp_path / "late" / "LATE.md").read_text()
+    assert f"Trained from epoch 2 of {tmp_path / 'source'} {machine}" in (tmp_path / "late" / "LATE.md").read_text()
     a, b = (late.fixed_batch_loss(tmp_path / "straight", mode) for mode in ("fp32", "bf16"))
     assert a != b and abs(a - b) < 0.01
     late.main(["evaluate", str(tmp_path / "straight"), "--out", str(tmp_path / "late")])
     evaluated = (tmp_path / "late" / "EVALUATE.md").read_text()
     assert f"{a:.5f} | {b:.5f} | {b - a:+.5f} |" in evaluated
-    assert f"Evaluated on {late.device_name(torch.device('cpu'))} ({late.cpu_features()})." in evaluated
+    assert f"Evaluated {machine}" in evaluated
 
 
 def test_fidelity_gives_no_verdict_before_50_epochs_and_skips_curves_without_common_epochs():
@@ -282,14 +285,29 @@ def test_the_fingerprint_script_names_missing_data_in_one_line(tmp_path):
     assert result.stderr.startswith("error: data/data.txt is missing") and result.stderr.count("\n") == 1
 
 
-def test_the_fidelity_script_writes_its_table_where_out_says(tiny_runs, data_dir, tmp_path):
+def test_the_fidelity_script_writes_its_table_and_both_sides_records_where_out_says(tiny_runs, data_dir, tmp_path):
     script = load_script("fidelity")
+    reference = tmp_path / "reference"  # the same runs, recorded as trained on another machine
+    shutil.copytree(tiny_runs, reference)
+    for record_file in reference.glob("*/seed0/run.json"):
+        record = json.loads(record_file.read_text())
+        record["sessions"][-1].update(device="another CPU, 2 threads", cpu="cpu family 99, model 9; avx512_bf16")
+        record_file.write_text(json.dumps(record))
     out = tmp_path / "against-fp32.md"
-    script.main(["--runs", str(tiny_runs), "--reference", str(tiny_runs), "--data", str(data_dir), "--out", str(out)])
+    script.main(["--runs", str(tiny_runs), "--reference", str(reference), "--data", str(data_dir), "--out", str(out),
+                 "--name", "ours", "--reference-name", "theirs"])
     text = out.read_text()
-    assert f"--data {data_dir} --out {out}`" in text
+    assert f"--out {out} --name ours --reference-name theirs`" in text
     for model in ("single_lstm", "stacked_lstm", "cerebral_lstm"):  # each against itself: no difference
         assert f"| {model} | 3 | 0.0000 " in text
+    # Each side's runs with the device, precision, seed and commit that produced them.
+    session = json.loads((tiny_runs / "cerebral_lstm" / "seed0" / "run.json").read_text())["sessions"][-1]
+    theirs = "another CPU, 2 threads (cpu family 99, model 9; avx512_bf16)"
+    for side, folder, device in (("ours", tiny_runs, f"{session['device']} ({session['cpu']})"), ("theirs", reference, theirs)):
+        record = f"| 0 | 3 | {device} | fp32 | {session['torch']} | {(session['git_commit'] or '-')[:12]} |"
+        rows = text.split(f"\n{side} ({folder}):\n\n", 1)[1].split("\n\n")[0].splitlines()[2:]
+        assert [row.split(" | ")[0] for row in rows] == ["| single_lstm", "| stacked_lstm", "| cerebral_lstm"]
+        assert all(record in row for row in rows)
     assert not (tiny_runs / "FIDELITY.md").exists()
 
 
