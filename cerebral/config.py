@@ -1,12 +1,14 @@
 """Checks a composed config before any work starts, so a bad value fails in a second with a
 message that names the key and a valid example, not hours later or deep in a traceback."""
 
+import math
 import numbers
 from pathlib import Path
 
 import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
 
 from cerebral.errors import ConfigError
@@ -23,9 +25,49 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose(*overrides):
-    """The config `python -m cerebral.train OVERRIDES` runs with, for scripts and tests."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        return hydra_compose("config", overrides=list(overrides))
+    """The config `python -m cerebral.train OVERRIDES` runs with, for scripts and tests; an override
+    Hydra cannot apply raises ConfigError in one line (`check_overrides`)."""
+    check_overrides(overrides)
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            return hydra_compose("config", overrides=list(overrides))
+    except HydraException as e:
+        raise ConfigError(_composition_problem(e)) from None
+
+
+LIST_KEYS = "python -m cerebral.train --cfg job lists every key"
+
+
+def check_overrides(overrides):
+    """Refuse `+key=value`: every setting of this config already exists (each group is in its
+    defaults list), so an added key is a misspelt one that nothing would read."""
+    for override in overrides:
+        if override.startswith("+") and not override.startswith("++"):
+            raise ConfigError(f"{override} adds a key the config does not have, which nothing would read: drop the "
+                              f"'+' and check the spelling ({LIST_KEYS})")
+
+
+def check_command_line(args):
+    """Compose `python -m cerebral.train ARGS` once before Hydra does, so that a bad override gets
+    our one line instead of Hydra's dozen. With Hydra's own flags (-m and its sweeps, --cfg, ...)
+    only the overrides' form is checked, and Hydra reports the rest."""
+    if any(arg.startswith("-") for arg in args):
+        check_overrides(args)
+    else:
+        compose(*args)
+
+
+def _composition_problem(error):
+    """Hydra's dozen-line message as one line that names the override and the way out."""
+    if isinstance(error, MissingConfigException) and error.options:
+        group, _, name = (error.missing_cfg_file or "").partition("/")
+        return (f"{group}={name} is not an option of {group}: use one of {', '.join(error.options)} "
+                f"(e.g. {group}={error.options[0]})")
+    first_line = str(error).strip().splitlines()[0]
+    if first_line.startswith("Could not override '"):
+        key = first_line.split("'")[1]
+        return f"{key} is not a key of this config: check its spelling ({LIST_KEYS})"
+    return f"{first_line} (overrides are key=value; {LIST_KEYS})"
 
 
 def _is_int(value):
@@ -33,7 +75,8 @@ def _is_int(value):
 
 
 def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    """A finite real number: inf passes every comparison a bound checks, and trains into NaN."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class Checks:

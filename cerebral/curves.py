@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cerebral import data as chardata
 from cerebral import rundir
-from cerebral.errors import DataError, LossFileError
+from cerebral.errors import USER_ERRORS, ConfigError
 from cerebral.losslog import read_losses
 
 MODELS = ("single_lstm", "stacked_lstm", "cerebral_lstm")  # the paper's three
@@ -86,8 +86,15 @@ def published_curves(data_dir=chardata.DEFAULT_DIR):
 
 
 def load_run(path, model, seed):
+    """The run in `path`, filed as `model`; ConfigError when its config.yaml names another model, so
+    that a run copied into the wrong folder is not compared as that model's curve."""
     path = Path(path)
-    return Run(model, seed, path, read_losses(path / rundir.LOSSES), rundir.read_config(path),
+    config = rundir.read_config(path)
+    trained = config.get("model", {}).get("name", model)
+    if trained != model:
+        raise ConfigError(f"{path} is filed as {model}, but its {rundir.CONFIG} says model {trained}: "
+                          f"move it to {path.parent.parent / trained / path.name}, or out of the runs folder")
+    return Run(model, seed, path, read_losses(path / rundir.LOSSES), config,
                rundir.read_record(path), rundir.read_sample(path))
 
 
@@ -139,19 +146,38 @@ def run_task(runs):
 def comparison_parser(description):
     """The options shared by the figure and report commands."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="folder of <model>/seed<seed>/ runs")
+    parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS,
+                        help="folder of <model>/seed<seed>/ runs (only the default may hold none: the published curves alone)")
     parser.add_argument("--out", type=Path, help="output folder (default: results/ for results/runs, else RUNS)")
     parser.add_argument("--data", type=Path, default=chardata.DEFAULT_DIR, help="the fetched data folder")
     return parser
 
 
-def load_comparison(runs_dir, data_dir):
+def make_output_folder(path):
+    """Create the folder outputs go into first, or exit in one line where it cannot be (a file in
+    its place, no permission), so that no work is done that cannot be written."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        sys.exit(f"error: cannot make the output folder {path} ({e.strerror}); choose another --out")
+    return path
+
+
+def load_comparison(runs_dir, data_dir, need_runs=None):
     """(published curves, our runs, each model's mean training-loss curve), or exit naming the bad
-    file, or a folder that mixes runs of several tasks."""
+    file, a folder that mixes runs of several tasks, or a folder without runs where some are
+    needed: `need_runs`, by default everywhere but the default folder, which a fresh clone lacks
+    (the published curves are then drawn and judged alone)."""
     try:
         published, runs = published_curves(data_dir), find_runs(runs_dir)
-    except (DataError, LossFileError) as e:
+    except USER_ERRORS as e:
         sys.exit(f"error: {e}")
+    if need_runs is None:
+        need_runs = Path(runs_dir) != DEFAULT_RUNS
+    if need_runs and not runs:
+        sys.exit(f"error: no runs found under {runs_dir}: a runs folder holds MODEL/seedN/loss.txt, "
+                 "e.g. cerebral_lstm/seed0/loss.txt")
     try:
         run_task(runs)
     except ValueError as e:

@@ -21,16 +21,19 @@ DEFAULTS = {"prime": "Moe_Szyslak:", "length": 300, "temperature": 1.0, "seed": 
 def load_trained(run_dir, device="cpu"):
     """The run's model in eval mode, and its vocabulary."""
     run_dir = Path(run_dir)
-    state = rundir.latest_checkpoint(run_dir, log=lambda message: print(message, file=sys.stderr))
+    state, passed_over = rundir.readable_checkpoint(run_dir)  # only reads: a command that samples moves no files
     if state is None:
         raise FileNotFoundError(f"{run_dir / rundir.CHECKPOINT} does not exist: train the run first "
                                 f"(python -m cerebral.train out_dir={run_dir} ...)")
+    if passed_over:
+        print(f"warning: {passed_over}; sampling from {rundir.PREVIOUS_CHECKPOINT} "
+              f"(after epoch {len(state['history']) - 1})", file=sys.stderr)
     cfg = rundir.saved_config(run_dir)
     if cfg.task.name != "charlm":
         raise ValueError(f"{run_dir} is a task={cfg.task.name} classifier; only character models (task=charlm "
                          "runs) generate text and export")
     model = build_model(cfg.model, len(state["vocab"])).to(device)
-    model.load_state_dict(state["model"])
+    rundir.load_weights(model, state, run_dir)
     return model.eval(), state["vocab"]
 
 

@@ -40,8 +40,16 @@ def parse_losses(text, name="<text>"):
 
 
 def read_losses(path):
+    """The losses in the file at `path`; LossFileError naming it when it cannot be read at all (a
+    folder, not UTF-8 text, no permission), as for a malformed line."""
     path = Path(path)
-    return parse_losses(path.read_text(encoding="utf-8"), name=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as e:
+        reason = "not UTF-8 text" if isinstance(e, UnicodeError) else e.strerror or type(e).__name__
+        raise LossFileError(f"{path} cannot be read as a loss file ({reason}): it should be UTF-8 text of "
+                            "'[i] loss : <float>' lines; replace or remove it") from None
+    return parse_losses(text, name=str(path))
 
 
 def write_losses(path, losses):

@@ -18,7 +18,7 @@ from cerebral import claims
 from cerebral import data as chardata
 from cerebral.atomic import write_text_atomic
 from cerebral.config import complete
-from cerebral.curves import band, find_runs, label, load_comparison, mean_curve, run_task
+from cerebral.curves import band, find_runs, label, load_comparison, make_output_folder, mean_curve, run_task
 from cerebral.models import build_model, parameter_count
 from cerebral.plots import FIGURES
 
@@ -243,15 +243,15 @@ def claims_report(runs_dir, data_dir, out_dir, published, runs, ours):
 
 def write_report(runs_dir, out_dir, data_dir):
     """Write REPORT.md and report.json for the runs under `runs_dir` into `out_dir`; return the
-    table to print (the claims, or the accuracy per core). Exits with one line for bad files."""
+    table to print (the claims, or the accuracy per core). Exits with one line for bad input."""
     published, runs, ours = load_comparison(runs_dir, data_dir)
+    make_output_folder(out_dir)
     task = run_task(runs)
     if task == "charlm":
         text, data, table = claims_report(runs_dir, data_dir, out_dir, published, runs, ours)
     else:
         counts = {model: model_runs[0].parameters for model, model_runs in runs.items()}
         text, data, table = classification_report(runs_dir, out_dir, runs, task, counts)
-    out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "REPORT.md", text)
     write_text_atomic(out_dir / "report.json", json.dumps(data, indent=2) + "\n")
     return table

@@ -19,18 +19,18 @@ import csv
 import fcntl
 import json
 import os
-import pickle
 import platform
 import shlex
 import shutil
 import subprocess
 import sys
-import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from cerebral.atomic import atomic_path, write_text_atomic
 from cerebral.config import RESUMABLE_KEYS, complete, config_differences
@@ -77,9 +77,20 @@ def command_line(argv=None):
 
 
 def read_config(run_dir):
-    """The saved config.yaml as a dict ({} when there is none)."""
+    """The saved config.yaml as a dict ({} when there is none); ConfigError for one that is empty
+    or cannot be read, which no run can be checked against."""
     path = Path(run_dir) / CONFIG
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException):
+        config = None
+    if isinstance(config, dict) and config:
+        return config
+    problem = "is empty" if config == {} else "cannot be read as a config"
+    raise ConfigError(f"{path} {problem}: restore it from git, or delete {run_dir} to train the run again from "
+                      "epoch 0, or use another out_dir=PATH")
 
 
 def saved_config(run_dir):
@@ -87,17 +98,29 @@ def saved_config(run_dir):
     return complete(read_config(run_dir))
 
 
-def open_run(cfg):
-    """Create and lock the run directory for this process, after checking that a run already in it
-    was made with this config. Returns the directory and the open lock file (keep it)."""
+def check_run_dir(cfg):
+    """ConfigError where `cfg.out_dir` cannot take this run: a file in its place, a config.yaml or
+    run.json that cannot be read, or a run of another configuration. Only reads, so that a plan
+    of several runs can check them all before training any."""
     run_dir = Path(cfg.out_dir)
-    if (run_dir / CONFIG).exists():
-        differences = config_differences(read_config(run_dir), OmegaConf.to_container(cfg, resolve=True))
-        if differences:
-            raise ConfigError(
-                f"{run_dir} holds a run with another configuration:\n  " + "\n  ".join(differences)
-                + f"\nOnly {', '.join(RESUMABLE_KEYS)} may change when resuming. Use another out_dir=PATH, "
-                "or delete the folder to start over.")
+    nearest = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    if not nearest.is_dir():
+        raise ConfigError(f"out_dir={run_dir} cannot be a folder: {nearest} is a file; use another out_dir=PATH")
+    read_record(run_dir)
+    saved = read_config(run_dir)
+    differences = config_differences(saved, OmegaConf.to_container(cfg, resolve=True)) if saved else []
+    if differences:
+        raise ConfigError(
+            f"{run_dir} holds a run with another configuration:\n  " + "\n  ".join(differences)
+            + f"\nOnly {', '.join(RESUMABLE_KEYS)} may change when resuming. Use another out_dir=PATH, "
+            "or delete the folder to start over.")
+
+
+def open_run(cfg):
+    """Create and lock the run directory for this process, after `check_run_dir`. Returns the
+    directory and the open lock file (keep it)."""
+    check_run_dir(cfg)
+    run_dir = Path(cfg.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = open(run_dir / ".train.lock", "w")
     try:
@@ -109,8 +132,18 @@ def open_run(cfg):
 
 
 def read_record(run_dir):
+    """run.json as a dict ({} when there is none); ConfigError for one that cannot be read."""
     path = Path(run_dir) / RECORD
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        record = None
+    if isinstance(record, dict) and isinstance(record.get("sessions"), list):
+        return record
+    raise ConfigError(f"{path} cannot be read as a run record: restore it from git, or delete it (the run "
+                      "resumes; the record of its earlier sessions is lost)")
 
 
 def record_session(run_dir, cfg, device, parameters, commit):
@@ -159,52 +192,86 @@ def save_checkpoint(run_dir, model, optimizer, scheduler, sampler, history, voca
                     shutil.copyfile(path, previous_tmp)
 
 
-def read_checkpoint(path):
-    """The saved state, on the CPU; CheckpointError for a file cut short, not a checkpoint, or
-    of another format (`CHECKPOINT_FORMAT`)."""
-    path = Path(path)
+def _start_over(run_dir):
+    return f"delete {run_dir} to train the run again from epoch 0, or use another out_dir=PATH"
+
+
+def _load_checkpoint(path):
+    """The state saved at `path`, on the CPU; CheckpointError saying in a few words what is wrong
+    with the file, after its name (the caller names it, and the fix)."""
+    if not path.exists():
+        raise CheckpointError("does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path} cannot be read as a checkpoint ({reason}): it was cut short or is not a "
-                              f"checkpoint. Delete {path.parent} to train the run again from epoch 0, or use "
-                              f"another out_dir=PATH.") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        found = state.get("format", 1) if isinstance(state, dict) else "none"
-        raise CheckpointError(f"{path} was written by another version of this code (format {found}, this code "
-                              f"reads {CHECKPOINT_FORMAT}); delete {path.parent} to train it again, or use "
-                              f"another out_dir=PATH.")
+    except OSError as e:
+        raise CheckpointError(f"cannot be read ({e.strerror})") from None
+    except Exception:  # a damaged file fails in many ways: EOFError, KeyError, struct.error, zip errors...
+        raise CheckpointError("cannot be read as a checkpoint (cut short, or not one)") from None
+    if not (isinstance(state, dict) and {"model", "history"} <= state.keys()):
+        raise CheckpointError("is not a checkpoint of this project (it holds no model and history)")
+    found = state.get("format", 1)  # format 1 had no field
+    if found != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"was written by another version of this code (format {found}, this code reads "
+                              f"{CHECKPOINT_FORMAT})")
     return state
 
 
-def latest_checkpoint(run_dir, log=print):
-    """The newest readable checkpoint's state, or None when the run has none. When checkpoint.pt
-    cannot be read (or is gone) but checkpoint.prev.pt can, says so in one line, moves the
-    unreadable file aside to checkpoint.unreadable.pt (so that it never becomes the next
-    checkpoint.prev.pt) and returns the earlier state."""
-    path, previous = Path(run_dir) / CHECKPOINT, Path(run_dir) / PREVIOUS_CHECKPOINT
-    if not path.exists() and not previous.exists():
-        return None
-    if not path.exists():
-        state = read_checkpoint(previous)
-        log(f"warning: {path} is missing; resuming from {previous} (after epoch {len(state['history']) - 1})")
-        return state
+def read_checkpoint(path):
+    """The state saved at `path`, on the CPU; CheckpointError naming the file, what is wrong with
+    it (missing, cut short, not a checkpoint, another `CHECKPOINT_FORMAT`) and the fix."""
+    path = Path(path)
     try:
-        return read_checkpoint(path)
-    except CheckpointError as error:
-        if not previous.exists():
-            raise
-        state = read_checkpoint(previous)
-        os.replace(path, Path(run_dir) / UNREADABLE_CHECKPOINT)
-        log(f"warning: {error}\n  moved it to {UNREADABLE_CHECKPOINT}; resuming from {previous} instead "
+        return _load_checkpoint(path)
+    except CheckpointError as problem:
+        fix = _start_over(path.parent) if path.exists() else "name the folder of a run that has trained an epoch"
+        raise CheckpointError(f"{path} {problem}; {fix}") from None
+
+
+def readable_checkpoint(run_dir):
+    """Only reads: (the state of checkpoint.pt, None), or where that is gone or unreadable, (the
+    state of checkpoint.prev.pt, what is wrong with checkpoint.pt); (None, None) for a run with
+    neither. CheckpointError naming the fix where neither can be read."""
+    path, previous = Path(run_dir) / CHECKPOINT, Path(run_dir) / PREVIOUS_CHECKPOINT
+    if not previous.exists():
+        return (read_checkpoint(path), None) if path.exists() else (None, None)
+    try:
+        return _load_checkpoint(path), None
+    except CheckpointError as problem:
+        try:
+            return _load_checkpoint(previous), f"{path} {problem}"
+        except CheckpointError as also:
+            raise CheckpointError(f"{path} {problem}, and {previous.name} {also}; {_start_over(run_dir)}") from None
+
+
+def latest_checkpoint(run_dir, log=print):
+    """The state training resumes from (`readable_checkpoint`), or None. Where checkpoint.pt was
+    passed over, says so in one line and moves an unreadable one aside to checkpoint.unreadable.pt,
+    so that it never becomes the next checkpoint.prev.pt."""
+    state, passed_over = readable_checkpoint(run_dir)
+    if passed_over:
+        path, moved = Path(run_dir) / CHECKPOINT, ""
+        if path.exists():
+            os.replace(path, Path(run_dir) / UNREADABLE_CHECKPOINT)
+            moved = f"moved it to {UNREADABLE_CHECKPOINT}, "
+        log(f"warning: {passed_over}; {moved}resuming from {PREVIOUS_CHECKPOINT} "
             f"(after epoch {len(state['history']) - 1})")
-        return state
+    return state
 
 
-def restore_checkpoint(state, model, optimizer, scheduler, sampler):
+def load_weights(model, state, run_dir):
+    """Put the checkpoint's weights into `model`; CheckpointError where they do not fit it (a
+    checkpoint of another run copied in), instead of PyTorch's list of mismatched tensors."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        first = str(e).splitlines()[-1].strip().split(":")[0]  # e.g. "size mismatch for head.bias"
+        raise CheckpointError(f"the checkpoint in {run_dir} does not fit the model its {CONFIG} describes "
+                              f"({first}); {_start_over(run_dir)}") from None
+
+
+def restore_checkpoint(run_dir, state, model, optimizer, scheduler, sampler):
     """Restore everything `save_checkpoint` wrote; return the per-epoch history."""
-    model.load_state_dict(state["model"])
+    load_weights(model, state, run_dir)
     optimizer.load_state_dict(state["optimizer"])  # moves its state to the parameters' device
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])
@@ -341,15 +408,10 @@ class RecordedEpochs:
 
 def checkpoint_epochs(run_dir):
     """How many epochs the run's checkpoint (or, that unreadable, the one before) holds: where
-    training goes on (0 without one). Only reads; `latest_checkpoint` does the recovering."""
-    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
-        path = Path(run_dir) / name
-        if path.exists():
-            try:
-                return len(read_checkpoint(path)["history"])
-            except CheckpointError:
-                continue
-    return 0
+    training goes on (0 without one); CheckpointError where neither can be read, as training
+    would refuse. Only reads; `latest_checkpoint` does the recovering."""
+    state, _ = readable_checkpoint(run_dir)
+    return len(state["history"]) if state else 0
 
 
 def read_metric(run_dir, column):

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from cerebral import rundir
-from cerebral.config import check_config, resolve_device
+from cerebral.config import check_command_line, check_config, resolve_device
 from cerebral.errors import USER_ERRORS, ConfigError, TrainingDiverged
 from cerebral.models import parameter_count
 from cerebral.precision import autocast, speed_warning
@@ -57,7 +57,7 @@ def train(cfg):
     sampler = BatchSampler(len(task), cfg.train, cfg.seed)
     columns = rundir.METRICS_COLUMNS + task.columns
     state = rundir.latest_checkpoint(run_dir)
-    history = rundir.restore_checkpoint(state, model, optimizer, scheduler, sampler) if state else []
+    history = rundir.restore_checkpoint(run_dir, state, model, optimizer, scheduler, sampler) if state else []
     recorded = rundir.RecordedEpochs(run_dir, history, columns)  # e.g. a fresh clone's loss files
     replay_line = recorded.start_line(cfg.train.epochs)
     if replay_line:
@@ -119,4 +119,8 @@ def main(cfg):
 
 
 if __name__ == "__main__":
+    try:
+        check_command_line(sys.argv[1:])  # a bad override: our one line, not Hydra's dozen
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
     main()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cerebral import data as chardata
 from cerebral.atomic import write_text_atomic
-from cerebral.curves import load_comparison
+from cerebral.curves import load_comparison, make_output_folder
 from cerebral.report import fidelity, fidelity_table, parameter_counts, runs_section
 
 
@@ -27,8 +27,12 @@ def main(argv=None):
     parser.add_argument("--reference-name", default="fp32")
     parser.add_argument("--out", type=Path, help="where the table goes (default: RUNS/FIDELITY.md)")
     args = parser.parse_args(argv)
-    published, runs, ours = load_comparison(args.runs, args.data)
-    _, reference_runs, reference = load_comparison(args.reference, args.data)
+    published, runs, ours = load_comparison(args.runs, args.data, need_runs=True)
+    _, reference_runs, reference = load_comparison(args.reference, args.data, need_runs=True)
+    out = args.out or args.runs / "FIDELITY.md"
+    if out.is_dir():
+        sys.exit(f"error: --out {out} is a folder: give the file to write, e.g. --out {out / 'FIDELITY.md'}")
+    make_output_folder(out.parent)
     table = fidelity_table(fidelity(ours, reference, published), args.name, args.reference_name)
     command = shlex.join(["python", "scripts/fidelity.py", *(sys.argv[1:] if argv is None else argv)])
     records = "\n\n".join(f"{title} ({folder}):\n\n{runs_section(found, parameter_counts(found, args.data))}"
@@ -36,7 +40,7 @@ def main(argv=None):
                                                          (args.reference_name, args.reference, reference_runs)))
     text = (f"# {args.name} against {args.reference_name}\n\n`{command}`: {args.runs} against {args.reference}, "
             f"over their common epochs.\n\n{table}\n\nThe runs (each one's last training session):\n\n{records}\n")
-    write_text_atomic(args.out or args.runs / "FIDELITY.md", text)
+    write_text_atomic(out, text)
     print(table)
 
 

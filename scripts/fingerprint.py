@@ -50,6 +50,8 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     args = parser.parse_args()
+    if args.steps < 1:
+        sys.exit(f"error: --steps must be at least 1, got {args.steps}")
     try:
         data.load(compose().data.dir)  # missing or corrupt data: one line, before any work
     except USER_ERRORS as e:

@@ -77,6 +77,8 @@ def main(argv=None):
     evaluate.add_argument("runs", type=Path, nargs="+")
     evaluate.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    if args.command == "continue" and args.epochs < 1:
+        sys.exit(f"error: --epochs must be at least 1, got {args.epochs}")
     try:
         if args.command == "continue":
             curves, start = continue_in_each_precision(args.source, args.epochs, args.out)
@@ -92,7 +94,7 @@ def main(argv=None):
                 a, b = (fixed_batch_loss(run, precision) for precision in PRECISIONS)
                 lines.append(f"| {run} | {a:.5f} | {b:.5f} | {b - a:+.5f} |")
             table, name = "\n".join(lines), "EVALUATE.md"
-    except USER_ERRORS as e:
+    except (*USER_ERRORS, FileNotFoundError) as e:  # load_trained's: a run without its checkpoint
         sys.exit(f"error: {e}")
     print(table)
     if args.out:

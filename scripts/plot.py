@@ -1,11 +1,11 @@
 """The paper's figures from the published curves and our runs: `make figures [RUNS=DIR]`.
 
 Writes Figs. 12-14 and an overview, PNG and PDF, into <out>/figures (`results/figures` for the
-default `results/runs`). Works with the published curves alone, our runs alone, or both; with
-several seeds, each model's mean with the seeds' range as a band.
+default `results/runs`). Works with the published curves alone (the default folder, before any
+run), our runs alone, or both; with several seeds, each model's mean with the seeds' range as a band.
 """
 
-from cerebral.curves import comparison_parser, default_out_dir, load_comparison, run_task
+from cerebral.curves import comparison_parser, default_out_dir, load_comparison, make_output_folder, run_task
 from cerebral.plots import write_figures, write_task_figures
 
 
@@ -16,7 +16,7 @@ def main(argv=None):
     published, runs, _ = load_comparison(args.runs, args.data)
     seeds = sorted({r.seed for rs in runs.values() for r in rs})
     label = "ours" if len(seeds) <= 1 else f"ours, mean of seeds {','.join(map(str, seeds))}"
-    out = (args.out or default_out_dir(args.runs)) / "figures"
+    out = make_output_folder((args.out or default_out_dir(args.runs)) / "figures")
     if run_task(runs) != "charlm":
         paths = write_task_figures(out, runs, args.logy)
     else:

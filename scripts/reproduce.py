@@ -44,10 +44,11 @@ def main():
     parser.add_argument("--plan-only", action="store_true", help="print the plan and estimate, train nothing")
     args = parser.parse_args()
 
-    configs = [compose(f"model={m}", *extra, *args.overrides) for m, extra in RUNS]
     try:
+        configs = [compose(f"model={m}", *extra, *args.overrides) for m, extra in RUNS]
         for cfg in configs:
             check_config(cfg)
+            rundir.check_run_dir(cfg)  # every run folder before any trains: a refusal costs no hours
         data = chardata.load(configs[0].data.dir, configs[0].data.seq_len)
         # where each run goes on: its checkpoint's epochs; epochs recorded past them train again
         done = [rundir.checkpoint_epochs(cfg.out_dir) for cfg in configs]

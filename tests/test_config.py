@@ -2,8 +2,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
-from hydra.errors import MissingConfigException
+from conftest import ROOT, tiny_overrides
 
 from cerebral.config import ConfigError, check_config, compose, config_differences
 
@@ -38,8 +37,25 @@ def test_keys_users_rely_on_are_overridable():
 
 
 def test_unknown_model_is_refused_with_the_available_ones():
-    with pytest.raises(MissingConfigException, match="(?s)model/transformer.*cerebral_lstm"):
+    with pytest.raises(ConfigError) as error:
         compose("model=transformer")
+    assert str(error.value) == ("model=transformer is not an option of model: use one of " + ", ".join(MODELS)
+                                + f" (e.g. model={MODELS[0]})")
+
+
+@pytest.mark.parametrize("override,problem", [
+    ("train=fast", "train=fast is not an option of train: use one of pass, paper"),
+    ("train.batchsize=64", "train.batchsize is not a key of this config: check its spelling"),
+    ("+train.batchsize=64", "+train.batchsize=64 adds a key the config does not have"),
+    ("+data.padding=packed", "+data.padding=packed adds a key"),  # an imdb key, absent from charlm
+    ("notanoverride", "Error parsing override 'notanoverride' (overrides are key=value"),
+    ("optim.lr=[1", "no viable alternative at input '[1' (overrides are key=value"),
+])
+def test_an_override_hydra_cannot_apply_is_refused_in_one_line(override, problem):
+    with pytest.raises(ConfigError) as error:
+        compose(override)
+    message = str(error.value)
+    assert "\n" not in message and problem.replace("pass, paper", "paper, pass") in message
 
 
 @pytest.mark.parametrize("override,key", [
@@ -49,6 +65,8 @@ def test_unknown_model_is_refused_with_the_available_ones():
     ("model.core=gru", "model.core"), ("train.epochs=0", "train.epochs"),
     ("device=tpu", "device"), ("model.init=he", "model.init"), ("model.dropout=1.5", "model.dropout"),
     ("train.sampling=shuffled_pass", "train.steps_per_epoch"), ("model.post_bias=true", "model.post_bias"),
+    ("optim.lr=inf", "optim.lr"), ("optim.initial_accumulator_value=inf", "optim.initial_accumulator_value"),
+    ("model.dropout=-inf", "model.dropout"),
 ])
 def test_invalid_values_are_refused_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=f"{key} must be"):
@@ -66,6 +84,20 @@ def test_the_command_line_refuses_bad_values_before_any_work(tmp_path):
                              f"out_dir={tmp_path / 'run'}"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode != 0
     assert "optim.lr must be a positive number, got -1" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args,problem", [
+    (["model=transformer"], "error: model=transformer is not an option of model: use one of "),
+    (["train.batchsize=64"], "error: train.batchsize is not a key of this config"),
+    (["-m", "+train.batchsize=64,32"], "error: +train.batchsize=64,32 adds a key the config does not have"),
+])
+def test_the_command_line_refuses_an_override_in_one_line_before_any_work(args, problem, data_dir, tmp_path):
+    tiny = tiny_overrides(data_dir, tmp_path / "run")  # were the check to let it through: seconds of training
+    result = subprocess.run([sys.executable, "-m", "cerebral.train", *args, *tiny],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith(problem) and result.stderr.count("\n") == 1
     assert not (tmp_path / "run").exists()
 
 

@@ -1,7 +1,9 @@
 import json
+import shutil
 
 import pytest
 
+from cerebral import rundir
 from cerebral.generate import generate_for_run, load_trained, main, sample
 
 
@@ -36,3 +38,14 @@ def test_save_writes_the_sample_with_its_settings(tiny_runs, capsys):
 def test_a_run_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="does not exist: train the run first"):
         main([str(tmp_path)])
+
+
+def test_sampling_from_a_run_with_an_unreadable_checkpoint_moves_no_file(tiny_runs, tmp_path, capsys):
+    run = shutil.copytree(tiny_runs / "cerebral_lstm" / "seed0", tmp_path / "run")
+    (run / rundir.CHECKPOINT).write_bytes((run / rundir.CHECKPOINT).read_bytes()[:1000])  # a copy cut short
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    main([str(run), "--length", "5"])
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: {run / rundir.CHECKPOINT} cannot be read as a checkpoint")
+    assert "sampling from checkpoint.prev.pt (after epoch 1)" in err and "resuming" not in err and "delete" not in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # no checkpoint.unreadable.pt

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,6 +26,15 @@ def test_malformed_lines_are_named(text, line, tmp_path):
     path = tmp_path / "bad.txt"
     path.write_text(text)
     with pytest.raises(LossFileError, match=f"bad.txt, line {line}:"):
+        read_losses(path)
+
+
+@pytest.mark.parametrize("spoil,reason", [(lambda path: path.write_bytes(b"\xff\xfe"), "not UTF-8 text"),
+                                          (lambda path: path.mkdir(), "Is a directory")])
+def test_an_unreadable_file_is_named(spoil, reason, tmp_path):
+    path = tmp_path / "loss.txt"
+    spoil(path)
+    with pytest.raises(LossFileError, match=re.escape(f"{path} cannot be read as a loss file ({reason})")):
         read_losses(path)
 
 

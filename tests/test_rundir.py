@@ -34,8 +34,9 @@ def test_a_truncated_checkpoint_is_recovered_from_the_previous_epoch(data_dir, t
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # a copy cut short
     assert train(tiny(data_dir, run, "train.epochs=3")) == straight
     assert (run / "loss.txt").read_bytes() == (tmp_path / "straight" / "loss.txt").read_bytes()
-    out = capsys.readouterr().out
-    assert "cannot be read as a checkpoint" in out and "resuming from" in out and "after epoch 1" in out
+    (warning,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert "cannot be read as a checkpoint" in warning and "resuming from" in warning and "after epoch 1" in warning
+    assert "delete" not in warning.lower() and "miniz" not in warning and len(warning) < 250  # no fix to contradict
     # the unreadable file is set aside, so the next epoch's backup is a good checkpoint, not it
     assert (run / rundir.UNREADABLE_CHECKPOINT).stat().st_size == 1000
     assert len(rundir.read_checkpoint(run / rundir.PREVIOUS_CHECKPOINT)["history"]) == 2
@@ -48,21 +49,115 @@ def test_a_missing_checkpoint_resumes_from_the_previous_one_and_says_so(data_dir
     train(tiny(data_dir, run, "train.epochs=3"))
     (run / rundir.CHECKPOINT).unlink()
     assert train(tiny(data_dir, run, "train.epochs=3")) == straight
-    assert "is missing; resuming from" in capsys.readouterr().out
+    assert "checkpoint.pt does not exist; resuming from" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04" + b"\0" * 64])
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"junk\n", b"PK\x03\x04" + b"\0" * 64])
 def test_an_unreadable_checkpoint_is_one_line_naming_the_file_and_the_fix(content, data_dir, tmp_path):
     run = tmp_path / "run"
     train(tiny(data_dir, run, "train.epochs=1"))
     (run / rundir.CHECKPOINT).write_bytes(content)
     with pytest.raises(CheckpointError, match="cannot be read as a checkpoint") as error:
         train(tiny(data_dir, run, "train.epochs=2"))
-    assert str(run / rundir.CHECKPOINT) in str(error.value) and "Delete" in str(error.value)
+    assert str(run / rundir.CHECKPOINT) in str(error.value) and f"delete {run}" in str(error.value)
+    one_line_error("-m", "cerebral.train", *tiny_overrides(data_dir, run, "train.epochs=2"))
+
+
+def one_line_error(*args):
+    """`python ARGS` run from the repository root, which must exit with status 1 and one `error: `
+    line on stderr (no traceback); returns that line."""
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: "), line
+    return line
+
+
+def files(run):
+    """Every file in `run` with its bytes, to show that a refusal changed nothing."""
+    return {p.name: p.read_bytes() for p in sorted(run.iterdir()) if p.name != ".train.lock"}
+
+
+def test_a_checkpoint_and_its_backup_that_are_not_zip_files_are_one_line_in_every_command(data_dir, tmp_path):
+    runs = tmp_path / "runs"
+    run = runs / "cerebral_lstm" / "seed0"
+    settings = ["debug=tiny", f"data.dir={data_dir}", f"runs_dir={runs}"]
+    train(compose(*settings, "train.epochs=2"))
+    for name in (rundir.CHECKPOINT, rundir.PREVIOUS_CHECKPOINT):
+        (run / name).write_text("junk\n")  # torch.load's legacy path fails with a KeyError on it
+    before = files(run)
+    for command in (["-m", "cerebral.train", *settings, "train.epochs=3"], ["-m", "cerebral.generate", str(run)],
+                    ["scripts/late_precision.py", "evaluate", str(run)],
+                    ["scripts/reproduce.py", "--plan-only", *settings]):
+        line = one_line_error(*command)
+        assert "checkpoint.pt cannot be read as a checkpoint" in line and "checkpoint.prev.pt cannot be read" in line
+        assert f"delete {run} to train the run again from epoch 0" in line
+    assert files(run) == before
+
+
+@pytest.mark.parametrize("saved", [{"a": 1}, [1, 2]])
+def test_a_torch_file_that_is_no_checkpoint_of_this_project_is_called_that(saved, tmp_path):
+    torch.save(saved, tmp_path / rundir.CHECKPOINT)
+    with pytest.raises(CheckpointError, match="is not a checkpoint of this project") as error:
+        rundir.read_checkpoint(tmp_path / rundir.CHECKPOINT)
+    assert "another version" not in str(error.value)
+
+
+def test_a_missing_checkpoint_is_said_not_to_exist(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint.pt does not exist") as error:
+        rundir.read_checkpoint(tmp_path / rundir.CHECKPOINT)
+    assert "cut short" not in str(error.value) and "Errno" not in str(error.value)
+
+
+def test_weights_that_do_not_fit_the_model_are_one_line_naming_the_run(data_dir, tmp_path):
+    run = tmp_path / "run"
+    train(tiny(data_dir, run, "train.epochs=1"))
+    state = torch.load(run / rundir.CHECKPOINT, weights_only=True)
+    state["model"]["head.bias"] = torch.zeros(5)  # another vocabulary's head: the format field is right
+    torch.save(state, run / rundir.CHECKPOINT)
+    before = files(run)
+    with pytest.raises(CheckpointError, match=r"does not fit the model .* \(size mismatch for head.bias\)") as error:
+        train(tiny(data_dir, run, "train.epochs=2"))
+    assert f"in {run} " in str(error.value) and f"delete {run}" in str(error.value)
+    assert "\n" not in str(error.value) and files(run) == before
+    line = one_line_error("-m", "cerebral.generate", str(run))
+    assert "does not fit the model" in line
+
+
+@pytest.mark.parametrize(("content", "problem"), [("not: [valid\n", "cannot be read as a config"),
+                                                  ("", "is empty")])
+def test_a_damaged_config_yaml_is_one_line_with_the_fix(content, problem, data_dir, tmp_path):
+    run = tmp_path / "run"
+    train(tiny(data_dir, run, "train.epochs=1"))
+    (run / rundir.CONFIG).write_text(content)
+    before = files(run)
+    with pytest.raises(ConfigError, match=f"config.yaml {problem}: restore it from git, or delete {run}") as error:
+        train(tiny(data_dir, run, "train.epochs=2"))
+    assert "\n" not in str(error.value) and files(run) == before
+    assert problem in one_line_error("-m", "cerebral.generate", str(run))
+
+
+def test_a_damaged_run_json_is_refused_before_any_work(data_dir, tmp_path):
+    run = tmp_path / "run"
+    train(tiny(data_dir, run, "train.epochs=1"))
+    (run / rundir.RECORD).write_text("{bad")
+    before = files(run)
     result = subprocess.run([sys.executable, "-m", "cerebral.train", *tiny_overrides(data_dir, run, "train.epochs=2")],
                             cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert result.stderr.strip().startswith("error: ") and result.stderr.strip().count("\n") == 0
+    assert result.returncode == 1 and "Traceback" not in result.stderr and result.stdout == ""  # no start line
+    assert result.stderr.strip() == f"error: {run / rundir.RECORD} cannot be read as a run record: restore it from " \
+                                    "git, or delete it (the run resumes; the record of its earlier sessions is lost)"
+    assert files(run) == before
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_an_out_dir_in_the_place_of_a_file_is_one_line(below, data_dir, tmp_path):
+    file = tmp_path / "file"
+    file.write_text("kept")
+    out_dir = file / below if below else file
+    line = one_line_error("-m", "cerebral.train", *tiny_overrides(data_dir, out_dir))
+    assert line == f"error: out_dir={out_dir} cannot be a folder: {file} is a file; use another out_dir=PATH"
+    assert file.read_text() == "kept"
 
 
 def test_a_moved_run_folder_resumes_and_extends(data_dir, tmp_path):
@@ -234,3 +329,22 @@ def test_the_plan_counts_from_the_checkpoint_and_names_recorded_epochs_that_trai
     assert rows["single_lstm"][1:3] == ["3", "3"] and rows["cerebral_lstm"][1:3] == ["3", "0"]
     assert "cerebral_lstm: loss.txt records 3 epochs, the checkpoint 0: epochs 0-2 train again" in result.stdout
     assert "single_lstm: loss.txt" not in result.stdout
+
+
+@pytest.mark.parametrize("override", ["model=bogus", "bogus=1", "notanoverride"])
+def test_the_plan_refuses_a_bad_override_in_one_line(override):
+    assert override.split("=")[0] in one_line_error("scripts/reproduce.py", "--plan-only", override)
+
+
+def test_a_run_folder_of_another_configuration_is_refused_before_any_run_trains(data_dir, tmp_path):
+    settings = [f"data.dir={data_dir}", f"runs_dir={tmp_path}", "train.batch_size=8", "train.steps_per_epoch=2",
+                "train.epochs=1", "device=cpu"]
+    train(compose("model=cerebral_lstm", "model.state_size=8", *settings))
+    command = [sys.executable, "scripts/reproduce.py", "model.state_size=16", *settings]
+    for plan_only in (["--plan-only"], []):
+        result = subprocess.run(command + plan_only, cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith(f"error: {tmp_path / 'cerebral_lstm' / 'seed0'} holds a run with another "
+                                        "configuration:\n  model.state_size: 8 -> 16\n")
+        assert result.stdout == ""  # neither the plan nor a run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cerebral_lstm"]  # the other models never trained

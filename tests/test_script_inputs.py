@@ -1,0 +1,105 @@
+"""Bad input to the scripts gets one `error: ...` line on stderr and exit status 1, before any
+work and without writing anything: never a traceback, never an empty or published-only output
+mistaken for a comparison of runs."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+
+def run_script(name, *args):
+    return subprocess.run([sys.executable, ROOT / "scripts" / f"{name}.py", *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def assert_refused(result, *expected):
+    """One `error:` line naming each of `expected`, exit status 1, nothing on stdout."""
+    assert result.returncode == 1 and result.stdout == "", result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    for text in expected:
+        assert text in result.stderr
+
+
+@pytest.fixture
+def runs(tiny_runs, tmp_path):
+    """A copy of the tiny runs to spoil."""
+    return shutil.copytree(tiny_runs, tmp_path / "runs")
+
+
+def not_utf8(path):
+    path.write_bytes(b"\xff\xfe[0] loss : 4.2\n")
+
+
+def a_folder(path):
+    path.unlink()
+    path.mkdir()
+
+
+@pytest.mark.parametrize("script,spoil", [("plot", not_utf8), ("compare", a_folder), ("fidelity", a_folder)])
+def test_an_unreadable_loss_file_is_named(runs, data_dir, script, spoil):
+    loss_file = runs / "cerebral_lstm" / "seed0" / "loss.txt"
+    spoil(loss_file)
+    sides = ("--reference", runs) if script == "fidelity" else ()
+    assert_refused(run_script(script, "--runs", runs, *sides, "--data", data_dir),
+                   f"{loss_file} cannot be read as a loss file")
+    assert not (runs / "figures").exists() and not (runs / "REPORT.md").exists()
+    assert not (runs / "FIDELITY.md").exists()
+
+
+def test_an_output_path_that_is_a_file_is_refused(runs, data_dir, tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    assert_refused(run_script("compare", "--runs", taken, "--data", data_dir), f"no runs found under {taken}")
+    assert_refused(run_script("plot", "--runs", runs, "--out", taken, "--data", data_dir),
+                   f"cannot make the output folder {taken / 'figures'}", "choose another --out")
+    assert_refused(run_script("compare", "--runs", runs, "--out", taken / "report", "--data", data_dir),
+                   f"cannot make the output folder {taken / 'report'}")
+    assert_refused(run_script("fidelity", "--runs", runs, "--reference", runs, "--out", tmp_path, "--data", data_dir),
+                   f"--out {tmp_path} is a folder")
+    assert taken.read_text() == "" and not (runs / "figures").exists() and not (runs / "REPORT.md").exists()
+
+
+def test_a_folder_without_runs_is_refused(runs, data_dir, tmp_path):
+    absent = tmp_path / "absent" / "runs"
+    assert_refused(run_script("plot", "--runs", absent, "--data", data_dir),
+                   f"no runs found under {absent}", "MODEL/seedN/loss.txt")
+    assert_refused(run_script("fidelity", "--runs", absent, "--reference", runs, "--data", data_dir),
+                   f"no runs found under {absent}")
+    assert_refused(run_script("fidelity", "--runs", runs, "--reference", absent, "--data", data_dir),
+                   f"no runs found under {absent}")
+    assert not (tmp_path / "absent").exists() and not (runs / "FIDELITY.md").exists()
+    one_run = runs / "cerebral_lstm" / "seed0"
+    assert_refused(run_script("compare", "--runs", one_run, "--data", data_dir), f"no runs found under {one_run}")
+    assert not (one_run / "REPORT.md").exists()
+
+
+def test_a_run_filed_under_another_model_is_refused(runs, data_dir):
+    misfiled = runs / "cerebral_lstm" / "seed0"
+    shutil.rmtree(misfiled)
+    shutil.copytree(runs / "single_lstm" / "seed0", misfiled)
+    for script in ("compare", "plot"):
+        assert_refused(run_script(script, "--runs", runs, "--data", data_dir),
+                       f"{misfiled} is filed as cerebral_lstm, but its config.yaml says model single_lstm")
+    assert not (runs / "REPORT.md").exists() and not (runs / "figures").exists()
+
+
+@pytest.mark.parametrize("epochs", ["0", "-1"])
+def test_late_precision_refuses_fewer_than_one_epoch_before_any_work(tiny_runs, tmp_path, epochs):
+    out = tmp_path / "late"
+    assert_refused(run_script("late_precision", "continue", tiny_runs / "cerebral_lstm" / "seed0", "--out", out,
+                              "--epochs", epochs),
+                   f"--epochs must be at least 1, got {epochs}")
+    assert not out.exists()
+
+
+def test_late_precision_names_a_run_without_its_checkpoint(tmp_path):
+    missing = tmp_path / "missing"
+    assert_refused(run_script("late_precision", "evaluate", missing), f"{missing / 'checkpoint.pt'} does not exist")
+
+
+def test_the_fingerprint_refuses_fewer_than_one_step():
+    # not a negative count: were it let through, it would train at paper size without end
+    assert_refused(run_script("fingerprint", "--steps", "0"), "--steps must be at least 1, got 0")
