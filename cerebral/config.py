@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
 
@@ -49,11 +50,17 @@ def check_overrides(overrides):
 
 def check_command_line(args):
     """Compose `python -m cerebral.train ARGS` once before Hydra does, so that a bad override gets
-    our one line instead of Hydra's dozen. With Hydra's own flags (-m and its sweeps, --cfg, ...)
-    only the overrides' form is checked, and Hydra reports the rest."""
+    our one line instead of Hydra's dozen. With Hydra's own flags (-m, --cfg, ...) or a sweep
+    (seed=0,1, which a preset runs without -m) only the overrides' form is checked, and Hydra
+    reports the rest."""
+    check_overrides(args)
     if any(arg.startswith("-") for arg in args):
-        check_overrides(args)
-    else:
+        return
+    try:
+        sweeps = any(o.is_sweep_override() for o in OverridesParser.create().parse_overrides(list(args)))
+    except HydraException as e:
+        raise ConfigError(_composition_problem(e)) from None
+    if not sweeps:
         compose(*args)
 
 

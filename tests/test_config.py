@@ -91,6 +91,8 @@ def test_the_command_line_refuses_bad_values_before_any_work(tmp_path):
     (["model=transformer"], "error: model=transformer is not an option of model: use one of "),
     (["train.batchsize=64"], "error: train.batchsize is not a key of this config"),
     (["-m", "+train.batchsize=64,32"], "error: +train.batchsize=64,32 adds a key the config does not have"),
+    (["seed=0,1", "+train.batchsize=64"], "error: +train.batchsize=64 adds a key the config does not have"),
+    (["notanoverride"], "error: Error parsing override 'notanoverride' (overrides are key=value"),
 ])
 def test_the_command_line_refuses_an_override_in_one_line_before_any_work(args, problem, data_dir, tmp_path):
     tiny = tiny_overrides(data_dir, tmp_path / "run")  # were the check to let it through: seconds of training

@@ -7,12 +7,29 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 
-def run_script(name, *args):
-    return subprocess.run([sys.executable, ROOT / "scripts" / f"{name}.py", *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+class Refusal:
+    """How a script ended: its exit status, and what it wrote to stdout and stderr."""
+
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def run_script(capsys):
+    """Runs `scripts/NAME.py ARGS` in this process (a subprocess would spend seconds importing
+    torch for each refusal), its `sys.exit("error: ...")` read as Python would print it."""
+
+    def run(name, *args):
+        with pytest.raises(SystemExit) as ended:
+            load_script(name).main([str(arg) for arg in args])
+        out, err = capsys.readouterr()
+        code = ended.value.code
+        return Refusal(1, out, err + f"{code}\n") if isinstance(code, str) else Refusal(code, out, err)
+
+    return run
 
 
 def assert_refused(result, *expected):
@@ -39,7 +56,7 @@ def a_folder(path):
 
 
 @pytest.mark.parametrize("script,spoil", [("plot", not_utf8), ("compare", a_folder), ("fidelity", a_folder)])
-def test_an_unreadable_loss_file_is_named(runs, data_dir, script, spoil):
+def test_an_unreadable_loss_file_is_named(runs, data_dir, script, spoil, run_script):
     loss_file = runs / "cerebral_lstm" / "seed0" / "loss.txt"
     spoil(loss_file)
     sides = ("--reference", runs) if script == "fidelity" else ()
@@ -49,7 +66,7 @@ def test_an_unreadable_loss_file_is_named(runs, data_dir, script, spoil):
     assert not (runs / "FIDELITY.md").exists()
 
 
-def test_an_output_path_that_is_a_file_is_refused(runs, data_dir, tmp_path):
+def test_an_output_path_that_is_a_file_is_refused(runs, data_dir, tmp_path, run_script):
     taken = tmp_path / "taken"
     taken.write_text("")
     assert_refused(run_script("compare", "--runs", taken, "--data", data_dir), f"no runs found under {taken}")
@@ -62,7 +79,7 @@ def test_an_output_path_that_is_a_file_is_refused(runs, data_dir, tmp_path):
     assert taken.read_text() == "" and not (runs / "figures").exists() and not (runs / "REPORT.md").exists()
 
 
-def test_a_folder_without_runs_is_refused(runs, data_dir, tmp_path):
+def test_a_folder_without_runs_is_refused(runs, data_dir, tmp_path, run_script):
     absent = tmp_path / "absent" / "runs"
     assert_refused(run_script("plot", "--runs", absent, "--data", data_dir),
                    f"no runs found under {absent}", "MODEL/seedN/loss.txt")
@@ -76,7 +93,7 @@ def test_a_folder_without_runs_is_refused(runs, data_dir, tmp_path):
     assert not (one_run / "REPORT.md").exists()
 
 
-def test_a_run_filed_under_another_model_is_refused(runs, data_dir):
+def test_a_run_filed_under_another_model_is_refused(runs, data_dir, run_script):
     misfiled = runs / "cerebral_lstm" / "seed0"
     shutil.rmtree(misfiled)
     shutil.copytree(runs / "single_lstm" / "seed0", misfiled)
@@ -87,7 +104,7 @@ def test_a_run_filed_under_another_model_is_refused(runs, data_dir):
 
 
 @pytest.mark.parametrize("epochs", ["0", "-1"])
-def test_late_precision_refuses_fewer_than_one_epoch_before_any_work(tiny_runs, tmp_path, epochs):
+def test_late_precision_refuses_fewer_than_one_epoch_before_any_work(tiny_runs, tmp_path, epochs, run_script):
     out = tmp_path / "late"
     assert_refused(run_script("late_precision", "continue", tiny_runs / "cerebral_lstm" / "seed0", "--out", out,
                               "--epochs", epochs),
@@ -95,11 +112,14 @@ def test_late_precision_refuses_fewer_than_one_epoch_before_any_work(tiny_runs, 
     assert not out.exists()
 
 
-def test_late_precision_names_a_run_without_its_checkpoint(tmp_path):
+def test_late_precision_names_a_run_without_its_checkpoint(tmp_path, run_script):
     missing = tmp_path / "missing"
     assert_refused(run_script("late_precision", "evaluate", missing), f"{missing / 'checkpoint.pt'} does not exist")
 
 
 def test_the_fingerprint_refuses_fewer_than_one_step():
-    # not a negative count: were it let through, it would train at paper size without end
-    assert_refused(run_script("fingerprint", "--steps", "0"), "--steps must be at least 1, got 0")
+    # a subprocess (its main reads sys.argv); not a negative count: were it let through, it would
+    # train at paper size without end
+    result = subprocess.run([sys.executable, ROOT / "scripts" / "fingerprint.py", "--steps", "0"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert_refused(result, "--steps must be at least 1, got 0")
