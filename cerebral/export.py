@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch.export._patches import register_lstm_while_loop_decomposition
 
+from cerebral.errors import USER_ERRORS
 from cerebral.generate import load_trained
 
 EXAMPLE_BATCH, EXAMPLE_STEPS = 2, 5  # the example input traced; the exported sizes stay free
@@ -62,7 +63,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         model, vocab = load_trained(args.run_dir)
-    except (FileNotFoundError, ValueError) as e:  # ConfigError is a ValueError
+    except USER_ERRORS as e:
         sys.exit(f"error: {e}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(model, args.out)

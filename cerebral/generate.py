@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from cerebral import rundir
+from cerebral.errors import USER_ERRORS, CheckpointError, ConfigError
 from cerebral.models import build_model
 
 DEFAULTS = {"prime": "Moe_Szyslak:", "length": 300, "temperature": 1.0, "seed": 0}
@@ -23,15 +24,15 @@ def load_trained(run_dir, device="cpu"):
     run_dir = Path(run_dir)
     state, passed_over = rundir.readable_checkpoint(run_dir)  # only reads: a command that samples moves no files
     if state is None:
-        raise FileNotFoundError(f"{run_dir / rundir.CHECKPOINT} does not exist: train the run first "
+        raise CheckpointError(f"{run_dir / rundir.CHECKPOINT} does not exist: train the run first "
                                 f"(python -m cerebral.train out_dir={run_dir} ...)")
     if passed_over:
         print(f"warning: {passed_over}; sampling from {rundir.PREVIOUS_CHECKPOINT} "
               f"(after epoch {len(state['history']) - 1})", file=sys.stderr)
     cfg = rundir.saved_config(run_dir)
     if cfg.task.name != "charlm":
-        raise ValueError(f"{run_dir} is a task={cfg.task.name} classifier; only character models (task=charlm "
-                         "runs) generate text and export")
+        raise ConfigError(f"{run_dir} is a task={cfg.task.name} classifier; only character models (task=charlm "
+                          "runs) are sampled, exported and evaluated")
     model = build_model(cfg.model, len(state["vocab"])).to(device)
     rundir.load_weights(model, state, run_dir)
     return model.eval(), state["vocab"]
@@ -83,7 +84,7 @@ def main(argv=None):
     try:
         print(generate_for_run(args.run_dir, args.save, prime=args.prime, length=args.length,
                                temperature=args.temperature, seed=args.seed))
-    except (FileNotFoundError, ValueError) as e:  # ConfigError is a ValueError
+    except (*USER_ERRORS, ValueError) as e:  # ValueError: sample()'s refusals of a bad prime, length or temperature
         sys.exit(f"error: {e}")
 
 

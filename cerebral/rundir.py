@@ -94,8 +94,13 @@ def read_config(run_dir):
 
 
 def saved_config(run_dir):
-    """The run's config, completed with keys added since it was saved (`config.complete`)."""
-    return complete(read_config(run_dir))
+    """The run's config, completed with keys added since it was saved (`config.complete`);
+    ConfigError for a run folder without one, whose model nothing else describes."""
+    saved = read_config(run_dir)
+    if not saved:
+        raise ConfigError(f"{Path(run_dir) / CONFIG} does not exist, and only it says which model the run "
+                          "trained: restore it from git, or name a run folder that has one")
+    return complete(saved)
 
 
 def check_run_dir(cfg):
@@ -406,12 +411,16 @@ class RecordedEpochs:
         return None
 
 
-def checkpoint_epochs(run_dir):
+def checkpoint_epochs(run_dir, model):
     """How many epochs the run's checkpoint (or, that unreadable, the one before) holds: where
-    training goes on (0 without one); CheckpointError where neither can be read, as training
-    would refuse. Only reads; `latest_checkpoint` does the recovering."""
+    training goes on (0 without one); CheckpointError where neither can be read or its weights
+    do not fit `model` (the one the run's config builds), as training would refuse. Only reads;
+    `latest_checkpoint` does the recovering."""
     state, _ = readable_checkpoint(run_dir)
-    return len(state["history"]) if state else 0
+    if state is None:
+        return 0
+    load_weights(model, state, run_dir)
+    return len(state["history"])
 
 
 def read_metric(run_dir, column):

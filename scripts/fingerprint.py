@@ -50,8 +50,9 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     args = parser.parse_args()
-    if args.steps < 1:
-        sys.exit(f"error: --steps must be at least 1, got {args.steps}")
+    one_epoch = compose().train.steps_per_epoch  # the steps are the first epoch's batches
+    if not 1 <= args.steps <= one_epoch:
+        sys.exit(f"error: --steps must be from 1 to {one_epoch} (one epoch), got {args.steps}")
     try:
         data.load(compose().data.dir)  # missing or corrupt data: one line, before any work
     except USER_ERRORS as e:

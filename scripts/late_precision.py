@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from cerebral import rundir
 from cerebral.atomic import write_text_atomic
+from cerebral.curves import make_output_folder
 from cerebral.errors import USER_ERRORS
 from cerebral.generate import load_trained
 from cerebral.precision import PRECISIONS, autocast
@@ -79,6 +80,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "continue" and args.epochs < 1:
         sys.exit(f"error: --epochs must be at least 1, got {args.epochs}")
+    if args.out:
+        make_output_folder(args.out)  # before hours of work that could not be written
     try:
         if args.command == "continue":
             curves, start = continue_in_each_precision(args.source, args.epochs, args.out)
@@ -94,7 +97,7 @@ def main(argv=None):
                 a, b = (fixed_batch_loss(run, precision) for precision in PRECISIONS)
                 lines.append(f"| {run} | {a:.5f} | {b:.5f} | {b - a:+.5f} |")
             table, name = "\n".join(lines), "EVALUATE.md"
-    except (*USER_ERRORS, FileNotFoundError) as e:  # load_trained's: a run without its checkpoint
+    except USER_ERRORS as e:
         sys.exit(f"error: {e}")
     print(table)
     if args.out:

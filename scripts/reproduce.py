@@ -51,7 +51,7 @@ def main():
             rundir.check_run_dir(cfg)  # every run folder before any trains: a refusal costs no hours
         data = chardata.load(configs[0].data.dir, configs[0].data.seq_len)
         # where each run goes on: its checkpoint's epochs; epochs recorded past them train again
-        done = [rundir.checkpoint_epochs(cfg.out_dir) for cfg in configs]
+        done = [rundir.checkpoint_epochs(cfg.out_dir, build_model(cfg.model, data.vocab_size)) for cfg in configs]
         recorded = [rundir.recorded_epochs(cfg.out_dir) for cfg in configs]
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")

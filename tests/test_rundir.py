@@ -331,6 +331,19 @@ def test_the_plan_counts_from_the_checkpoint_and_names_recorded_epochs_that_trai
     assert "single_lstm: loss.txt" not in result.stdout
 
 
+def test_a_checkpoint_that_does_not_fit_its_model_is_refused_before_any_run_trains(data_dir, tmp_path):
+    settings = ["debug=tiny", f"data.dir={data_dir}", f"runs_dir={tmp_path}", "train.epochs=1"]
+    train(compose("model=cerebral_lstm", *settings))
+    checkpoint = tmp_path / "cerebral_lstm" / "seed0" / rundir.CHECKPOINT
+    state = torch.load(checkpoint, weights_only=True)
+    state["model"]["head.bias"] = torch.zeros(5)  # a checkpoint of another vocabulary copied in
+    torch.save(state, checkpoint)
+    for plan_only in (["--plan-only"], []):
+        line = one_line_error("scripts/reproduce.py", *plan_only, *settings)
+        assert f"the checkpoint in {checkpoint.parent} does not fit the model" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cerebral_lstm"]  # the other models never trained
+
+
 @pytest.mark.parametrize("override", ["model=bogus", "bogus=1", "notanoverride"])
 def test_the_plan_refuses_a_bad_override_in_one_line(override):
     assert override.split("=")[0] in one_line_error("scripts/reproduce.py", "--plan-only", override)

@@ -9,6 +9,10 @@ import sys
 import pytest
 from conftest import ROOT, load_script
 
+from cerebral import export, generate
+from cerebral.config import compose
+from cerebral.train import train
+
 
 class Refusal:
     """How a script ended: its exit status, and what it wrote to stdout and stderr."""
@@ -19,12 +23,13 @@ class Refusal:
 
 @pytest.fixture
 def run_script(capsys):
-    """Runs `scripts/NAME.py ARGS` in this process (a subprocess would spend seconds importing
+    """Runs `scripts/NAME.py ARGS` (or a module's main) in this process (a subprocess would spend seconds importing
     torch for each refusal), its `sys.exit("error: ...")` read as Python would print it."""
 
-    def run(name, *args):
+    def run(script, *args):
+        main = load_script(script).main if isinstance(script, str) else script.main  # or a module: cerebral.generate
         with pytest.raises(SystemExit) as ended:
-            load_script(name).main([str(arg) for arg in args])
+            main([str(arg) for arg in args])
         out, err = capsys.readouterr()
         code = ended.value.code
         return Refusal(1, out, err + f"{code}\n") if isinstance(code, str) else Refusal(code, out, err)
@@ -117,9 +122,35 @@ def test_late_precision_names_a_run_without_its_checkpoint(tmp_path, run_script)
     assert_refused(run_script("late_precision", "evaluate", missing), f"{missing / 'checkpoint.pt'} does not exist")
 
 
-def test_the_fingerprint_refuses_fewer_than_one_step():
-    # a subprocess (its main reads sys.argv); not a negative count: were it let through, it would
-    # train at paper size without end
-    result = subprocess.run([sys.executable, ROOT / "scripts" / "fingerprint.py", "--steps", "0"],
+def test_late_precision_refuses_an_output_path_that_is_a_file_before_any_work(tiny_runs, tmp_path, run_script):
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    run = tiny_runs / "cerebral_lstm" / "seed0"
+    for command in (["continue", run, "--epochs", "1"], ["evaluate", run]):
+        assert_refused(run_script("late_precision", *command, "--out", taken),
+                       f"cannot make the output folder {taken}", "choose another --out")
+    assert taken.read_text() == ""
+
+
+def test_a_run_without_its_config_is_named_by_every_command_that_loads_it(runs, tmp_path, run_script):
+    run = runs / "cerebral_lstm" / "seed0"
+    (run / "config.yaml").unlink()
+    for command in (("late_precision", "evaluate", run), (generate, run), (export, run, tmp_path / "model.onnx")):
+        assert_refused(run_script(*command), f"{run / 'config.yaml'} does not exist", "restore it from git")
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_a_classifier_run_is_refused_by_the_character_model_commands(tmp_path, run_script, capsys):
+    run = tmp_path / "digits"
+    train(compose("task=digits", "model.state_size=8", "train.epochs=1", "device=cpu", f"out_dir={run}"))
+    capsys.readouterr()  # the training's own output
+    for command in (("late_precision", "evaluate", run), (generate, run), (export, run, tmp_path / "model.onnx")):
+        assert_refused(run_script(*command), f"{run} is a task=digits classifier")
+
+
+@pytest.mark.parametrize("steps", ["0", "101"])
+def test_the_fingerprint_refuses_a_step_count_outside_one_epoch(steps):
+    # a subprocess with a timeout (its main reads sys.argv): a count let through trains at paper size
+    result = subprocess.run([sys.executable, ROOT / "scripts" / "fingerprint.py", "--steps", steps],
                             capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert_refused(result, "--steps must be at least 1, got 0")
+    assert_refused(result, f"--steps must be from 1 to 100 (one epoch), got {steps}")
