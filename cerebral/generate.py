@@ -25,7 +25,7 @@ def load_trained(run_dir, device="cpu"):
     state, passed_over = rundir.readable_checkpoint(run_dir)  # only reads: a command that samples moves no files
     if state is None:
         raise CheckpointError(f"{run_dir / rundir.CHECKPOINT} does not exist: train the run first "
-                                f"(python -m cerebral.train out_dir={run_dir} ...)")
+                              f"(python -m cerebral.train out_dir={run_dir} ...)")
     if passed_over:
         print(f"warning: {passed_over}; sampling from {rundir.PREVIOUS_CHECKPOINT} "
               f"(after epoch {len(state['history']) - 1})", file=sys.stderr)
