@@ -50,11 +50,12 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     args = parser.parse_args()
-    one_epoch = compose().train.steps_per_epoch  # the steps are the first epoch's batches
+    paper = compose()
+    one_epoch = paper.train.steps_per_epoch  # the steps are the first epoch's batches
     if not 1 <= args.steps <= one_epoch:
         sys.exit(f"error: --steps must be from 1 to {one_epoch} (one epoch), got {args.steps}")
     try:
-        data.load(compose().data.dir)  # missing or corrupt data: one line, before any work
+        data.load(paper.data.dir)  # missing or corrupt data: one line, before any work
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
     keep_freed_memory()  # as the training loop does

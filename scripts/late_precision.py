@@ -20,7 +20,6 @@ from omegaconf import OmegaConf
 
 from cerebral import rundir
 from cerebral.atomic import write_text_atomic
-from cerebral.curves import make_output_folder
 from cerebral.errors import USER_ERRORS
 from cerebral.generate import load_trained
 from cerebral.precision import PRECISIONS, autocast
@@ -31,23 +30,42 @@ from cerebral.train import train
 EVAL_BATCHES, EVAL_BATCH_SIZE, EVAL_SEED = 20, 128, 1234
 
 
-def continue_in_each_precision(source, epochs, out):
-    """{precision: losses of the epochs trained after the source's checkpoint}, and the epoch it starts from."""
+def continuations(source, epochs, out):
+    """{precision: the config that trains the source's checkpoint on for `epochs` epochs into
+    OUT/precision}, and the epoch they start from; every folder is checked before either trains."""
     state = rundir.read_checkpoint(Path(source) / rundir.CHECKPOINT)
     start = len(state["history"])
-    curves = {}
+    configs = {}
     for precision in PRECISIONS:
-        run_dir = out / precision
         cfg = rundir.saved_config(source)
         OmegaConf.update(cfg, "train.precision", precision)
         OmegaConf.update(cfg, "train.epochs", start + epochs)
-        OmegaConf.update(cfg, "out_dir", str(run_dir))
+        OmegaConf.update(cfg, "out_dir", str(out / precision))
+        rundir.check_run_dir(cfg)
+        configs[precision] = cfg
+    return configs, start
+
+
+def continue_in_each_precision(source, configs, start):
+    """{precision: losses of the epochs trained after the source's checkpoint}."""
+    curves = {}
+    for precision, cfg in configs.items():
+        run_dir = Path(cfg.out_dir)
         if not (run_dir / rundir.CHECKPOINT).exists():
             run_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(Path(source) / rundir.CHECKPOINT, run_dir / rundir.CHECKPOINT)
             write_text_atomic(run_dir / rundir.CONFIG, OmegaConf.to_yaml(cfg))
         curves[precision] = train(cfg)[start:]
-    return curves, start
+    return curves
+
+
+def check_writable(path):
+    """Exit in one line, before any work, where the table could not be written to `path`."""
+    nearest = next(p for p in path.parents if p.exists())
+    blocker = path if path.is_dir() else nearest if not nearest.is_dir() else None
+    if blocker:
+        sys.exit(f"error: cannot write {path}: {blocker} is {'a folder' if blocker == path else 'a file'}; "
+                 "choose another --out")
 
 
 @torch.no_grad()
@@ -80,23 +98,25 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "continue" and args.epochs < 1:
         sys.exit(f"error: --epochs must be at least 1, got {args.epochs}")
+    name = "LATE.md" if args.command == "continue" else "EVALUATE.md"
     if args.out:
-        make_output_folder(args.out)  # before hours of work that could not be written
+        check_writable(args.out / name)
     try:
         if args.command == "continue":
-            curves, start = continue_in_each_precision(args.source, args.epochs, args.out)
+            configs, start = continuations(args.source, args.epochs, args.out)
+            curves = continue_in_each_precision(args.source, configs, start)
             lines = [f"Trained from epoch {start} of {args.source} {machine()}.", "",
                      "| epoch | fp32 | bf16 | bf16 - fp32 |", "|---|---|---|---|"]
             for i, (a, b) in enumerate(zip(curves["fp32"], curves["bf16"], strict=True)):
                 lines.append(f"| {start + i} | {a:.5f} | {b:.5f} | {b - a:+.5f} |")
-            table, name = "\n".join(lines), "LATE.md"
+            table = "\n".join(lines)
         else:
             lines = [f"Evaluated {machine()}.", "",
                      "| run | fp32 | bf16 | bf16 - fp32 |", "|---|---|---|---|"]
             for run in args.runs:
                 a, b = (fixed_batch_loss(run, precision) for precision in PRECISIONS)
                 lines.append(f"| {run} | {a:.5f} | {b:.5f} | {b - a:+.5f} |")
-            table, name = "\n".join(lines), "EVALUATE.md"
+            table = "\n".join(lines)
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
     print(table)

@@ -23,11 +23,12 @@ class Refusal:
 
 @pytest.fixture
 def run_script(capsys):
-    """Runs `scripts/NAME.py ARGS` (or a module's main) in this process (a subprocess would spend seconds importing
-    torch for each refusal), its `sys.exit("error: ...")` read as Python would print it."""
+    """Runs `scripts/NAME.py ARGS`, or a module's main such as cerebral.generate's, in this process
+    (a subprocess would spend seconds importing torch for each refusal), its `sys.exit("error: ...")`
+    read as Python would print it."""
 
     def run(script, *args):
-        main = load_script(script).main if isinstance(script, str) else script.main  # or a module: cerebral.generate
+        main = load_script(script).main if isinstance(script, str) else script.main
         with pytest.raises(SystemExit) as ended:
             main([str(arg) for arg in args])
         out, err = capsys.readouterr()
@@ -122,22 +123,33 @@ def test_late_precision_names_a_run_without_its_checkpoint(tmp_path, run_script)
     assert_refused(run_script("late_precision", "evaluate", missing), f"{missing / 'checkpoint.pt'} does not exist")
 
 
-def test_late_precision_refuses_an_output_path_that_is_a_file_before_any_work(tiny_runs, tmp_path, run_script):
+def test_late_precision_refuses_outputs_it_could_not_write_before_any_work(tiny_runs, tmp_path, run_script):
     taken = tmp_path / "taken"
     taken.write_text("")
     run = tiny_runs / "cerebral_lstm" / "seed0"
     for command in (["continue", run, "--epochs", "1"], ["evaluate", run]):
-        assert_refused(run_script("late_precision", *command, "--out", taken),
-                       f"cannot make the output folder {taken}", "choose another --out")
-    assert taken.read_text() == ""
+        assert_refused(run_script("late_precision", *command, "--out", taken), f"{taken} is a file",
+                       "choose another --out")
+    out = tmp_path / "late"
+    (out / "LATE.md").mkdir(parents=True)
+    assert_refused(run_script("late_precision", "continue", run, "--epochs", "1", "--out", out),
+                   f"cannot write {out / 'LATE.md'}: {out / 'LATE.md'} is a folder")
+    (out / "LATE.md").rmdir()
+    (out / "bf16").write_text("")  # the second continuation's folder: refused before the first trains
+    assert_refused(run_script("late_precision", "continue", run, "--epochs", "1", "--out", out),
+                   f"{out / 'bf16'} is a file")
+    assert taken.read_text() == "" and sorted(p.name for p in out.iterdir()) == ["bf16"]
 
 
 def test_a_run_without_its_config_is_named_by_every_command_that_loads_it(runs, tmp_path, run_script):
     run = runs / "cerebral_lstm" / "seed0"
     (run / "config.yaml").unlink()
-    for command in (("late_precision", "evaluate", run), (generate, run), (export, run, tmp_path / "model.onnx")):
+    late = tmp_path / "late"
+    for command in (("late_precision", "evaluate", run, "--out", late),
+                    ("late_precision", "continue", run, "--epochs", "1", "--out", late),
+                    (generate, run), (export, run, tmp_path / "model.onnx")):
         assert_refused(run_script(*command), f"{run / 'config.yaml'} does not exist", "restore it from git")
-    assert not (tmp_path / "model.onnx").exists()
+    assert not late.exists() and not (tmp_path / "model.onnx").exists()
 
 
 def test_a_classifier_run_is_refused_by_the_character_model_commands(tmp_path, run_script, capsys):
