@@ -21,6 +21,16 @@ def atomic_path(path):
             os.remove(tmp)
 
 
+def unwritable(path):
+    """Why no file can be written at `path` (a folder in its place, a file above it), or None:
+    for refusing an output before the work that would fill it."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder"
+    nearest = next(p for p in path.parents if p.exists())
+    return None if nearest.is_dir() else f"{nearest} is a file"
+
+
 def write_text_atomic(path, text):
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")

@@ -41,11 +41,16 @@ LIST_KEYS = "python -m cerebral.train --cfg job lists every key"
 
 def check_overrides(overrides):
     """Refuse `+key=value`: every setting of this config already exists (each group is in its
-    defaults list), so an added key is a misspelt one that nothing would read."""
+    defaults list), so an added key is a misspelt one that nothing would read. And a path
+    starting with '~', which Hydra's parser rejects with a lexer error."""
     for override in overrides:
         if override.startswith("+") and not override.startswith("++"):
             raise ConfigError(f"{override} adds a key the config does not have, which nothing would read: drop the "
                               f"'+' and check the spelling ({LIST_KEYS})")
+        key, _, value = override.partition("=")
+        if value.startswith("~"):  # the shell leaves it (key.name is no variable), Hydra's grammar has no '~'
+            raise ConfigError(f"{override}: Hydra cannot read an unquoted '~'; write {key}=$HOME{value[1:]} "
+                              "(the shell fills in $HOME) or the full path")
 
 
 def check_command_line(args):

@@ -22,6 +22,9 @@ DEFAULTS = {"prime": "Moe_Szyslak:", "length": 300, "temperature": 1.0, "seed": 
 def load_trained(run_dir, device="cpu"):
     """The run's model in eval mode, and its vocabulary."""
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise ConfigError(f"{run_dir} is a file: give the run's folder (the one holding {rundir.CHECKPOINT} and "
+                          f"{rundir.CONFIG}), e.g. {run_dir.parent}")
     state, passed_over = rundir.readable_checkpoint(run_dir)  # only reads: a command that samples moves no files
     if state is None:
         raise CheckpointError(f"{run_dir / rundir.CHECKPOINT} does not exist: train the run first "

@@ -126,8 +126,11 @@ def open_run(cfg):
     directory and the open lock file (keep it)."""
     check_run_dir(cfg)
     run_dir = Path(cfg.out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(run_dir / ".train.lock", "w")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(run_dir / ".train.lock", "w")
+    except OSError as e:
+        raise ConfigError(f"cannot create out_dir={run_dir} ({e.strerror}); use another out_dir=PATH") from None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

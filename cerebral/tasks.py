@@ -164,10 +164,10 @@ class Classification(_Task):
             need(checks.is_int(d.split_seed) and d.split_seed >= 0, "data.split_seed", "a non-negative integer", 0)
         if cfg.task.name == "mnist":
             need(isinstance(d.mnist_dir, str) and d.mnist_dir != "", "data.mnist_dir",
-                 "the folder of the four MNIST IDX files", "~/mnist")
+                 "the folder of the four MNIST IDX files", "$HOME/mnist")
         if cfg.task.name == "imdb":
             need(isinstance(d.imdb_csv, str) and d.imdb_csv != "", "data.imdb_csv",
-                 'the path of Kaggle\'s "IMDB Dataset.csv"', "'~/IMDB Dataset.csv'")
+                 'the path of Kaggle\'s "IMDB Dataset.csv"', "'$HOME/IMDB Dataset.csv'")
             need(checks.is_int(cfg.task.embedding_size) and cfg.task.embedding_size > 0, "task.embedding_size",
                  "a positive integer", 64)
             for key, example in (("num_reviews", 5000), ("vocab_size", 1000)):

@@ -29,6 +29,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     published, runs, ours = load_comparison(args.runs, args.data, need_runs=True)
     _, reference_runs, reference = load_comparison(args.reference, args.data, need_runs=True)
+    if not set(ours) & set(reference):
+        sys.exit(f"error: no model has runs in both {args.runs} ({', '.join(sorted(ours))}) and {args.reference} "
+                 f"({', '.join(sorted(reference))}); compare folders of the same models")
     out = args.out or args.runs / "FIDELITY.md"
     if out.is_dir():
         sys.exit(f"error: --out {out} is a folder: give the file to write, e.g. --out {out / 'FIDELITY.md'}")

@@ -19,7 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from cerebral import rundir
-from cerebral.atomic import write_text_atomic
+from cerebral.atomic import unwritable, write_text_atomic
 from cerebral.errors import USER_ERRORS
 from cerebral.generate import load_trained
 from cerebral.precision import PRECISIONS, autocast
@@ -59,15 +59,6 @@ def continue_in_each_precision(source, configs, start):
     return curves
 
 
-def check_writable(path):
-    """Exit in one line, before any work, where the table could not be written to `path`."""
-    nearest = next(p for p in path.parents if p.exists())
-    blocker = path if path.is_dir() else nearest if not nearest.is_dir() else None
-    if blocker:
-        sys.exit(f"error: cannot write {path}: {blocker} is {'a folder' if blocker == path else 'a file'}; "
-                 "choose another --out")
-
-
 @torch.no_grad()
 def fixed_batch_loss(run_dir, precision):
     """The run's final model's mean loss on EVAL_BATCHES fixed batches, its forward at `precision`."""
@@ -99,8 +90,8 @@ def main(argv=None):
     if args.command == "continue" and args.epochs < 1:
         sys.exit(f"error: --epochs must be at least 1, got {args.epochs}")
     name = "LATE.md" if args.command == "continue" else "EVALUATE.md"
-    if args.out:
-        check_writable(args.out / name)
+    if args.out and unwritable(args.out / name):
+        sys.exit(f"error: cannot write {args.out / name}: {unwritable(args.out / name)}; choose another --out")
     try:
         if args.command == "continue":
             configs, start = continuations(args.source, args.epochs, args.out)

@@ -38,14 +38,20 @@ def seconds_per_step(cfg, vocab_size, seq_len, repeats=3):
     return statistics.median(times[1:])
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. train.epochs=20")
     parser.add_argument("--plan-only", action="store_true", help="print the plan and estimate, train nothing")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     try:
         configs = [compose(f"model={m}", *extra, *args.overrides) for m, extra in RUNS]
+        if configs[0].task.name != "charlm":
+            sys.exit(f"error: reproduce trains the paper's character models; task={configs[0].task.name} runs with "
+                     f"make task TASK={configs[0].task.name}")
+        if len({cfg.out_dir for cfg in configs}) < len(configs):
+            sys.exit(f"error: the three runs would share out_dir={configs[0].out_dir} (an out_dir= or model= "
+                     "override); give runs_dir=DIR, under which each model gets its own folder")
         for cfg in configs:
             check_config(cfg)
             rundir.check_run_dir(cfg)  # every run folder before any trains: a refusal costs no hours

@@ -50,6 +50,7 @@ def test_unknown_model_is_refused_with_the_available_ones():
     ("+data.padding=packed", "+data.padding=packed adds a key"),  # an imdb key, absent from charlm
     ("notanoverride", "Error parsing override 'notanoverride' (overrides are key=value"),
     ("optim.lr=[1", "no viable alternative at input '[1' (overrides are key=value"),
+    ("data.dir=~/data", "data.dir=~/data: Hydra cannot read an unquoted '~'; write data.dir=$HOME/data"),
 ])
 def test_an_override_hydra_cannot_apply_is_refused_in_one_line(override, problem):
     with pytest.raises(ConfigError) as error:
@@ -93,6 +94,7 @@ def test_the_command_line_refuses_bad_values_before_any_work(tmp_path):
     (["-m", "+train.batchsize=64,32"], "error: +train.batchsize=64,32 adds a key the config does not have"),
     (["seed=0,1", "+train.batchsize=64"], "error: +train.batchsize=64 adds a key the config does not have"),
     (["notanoverride"], "error: Error parsing override 'notanoverride' (overrides are key=value"),
+    (["-m", "data.mnist_dir=~/mnist"], "error: data.mnist_dir=~/mnist: Hydra cannot read an unquoted '~'"),
 ])
 def test_the_command_line_refuses_an_override_in_one_line_before_any_work(args, problem, data_dir, tmp_path):
     tiny = tiny_overrides(data_dir, tmp_path / "run")  # were the check to let it through: seconds of training

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,6 +159,12 @@ def test_an_out_dir_in_the_place_of_a_file_is_one_line(below, data_dir, tmp_path
     line = one_line_error("-m", "cerebral.train", *tiny_overrides(data_dir, out_dir))
     assert line == f"error: out_dir={out_dir} cannot be a folder: {file} is a file; use another out_dir=PATH"
     assert file.read_text() == "kept"
+
+
+def test_an_out_dir_that_cannot_be_created_is_one_line(data_dir):
+    out_dir = Path("/proc/cerebral-test-run")  # no folder can be made in /proc, not even by root
+    with pytest.raises(ConfigError, match=rf"cannot create out_dir={out_dir} \(.+\); use another out_dir=PATH"):
+        train(tiny(data_dir, out_dir))
 
 
 def test_a_moved_run_folder_resumes_and_extends(data_dir, tmp_path):

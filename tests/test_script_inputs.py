@@ -166,3 +166,39 @@ def test_the_fingerprint_refuses_a_step_count_outside_one_epoch(steps):
     result = subprocess.run([sys.executable, ROOT / "scripts" / "fingerprint.py", "--steps", steps],
                             capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert_refused(result, f"--steps must be from 1 to 100 (one epoch), got {steps}")
+
+
+def test_a_checkpoint_file_given_for_its_run_folder_is_named(tiny_runs, run_script):
+    checkpoint = tiny_runs / "cerebral_lstm" / "seed0" / "checkpoint.pt"
+    assert_refused(run_script(generate, checkpoint), f"{checkpoint} is a file: give the run's folder",
+                   f"e.g. {checkpoint.parent}")
+
+
+def test_export_refuses_an_output_it_could_not_write_before_exporting(tiny_runs, tmp_path, run_script):
+    run, taken = tiny_runs / "cerebral_lstm" / "seed0", tmp_path / "taken"
+    taken.write_text("")
+    assert_refused(run_script(export, run, tmp_path), f"cannot write {tmp_path}: {tmp_path} is a folder")
+    assert_refused(run_script(export, run, taken / "model.onnx"), f"{taken} is a file")
+    assert taken.read_text() == ""
+
+
+def test_fidelity_refuses_folders_without_a_model_in_common(tiny_runs, tmp_path, data_dir, run_script):
+    for model in ("cerebral_lstm", "single_lstm"):
+        shutil.copytree(tiny_runs / model, tmp_path / model / model)
+    assert_refused(run_script("fidelity", "--runs", tmp_path / "cerebral_lstm", "--reference",
+                              tmp_path / "single_lstm", "--data", data_dir),
+                   "no model has runs in both", "(cerebral_lstm)", "(single_lstm)")
+    assert not (tmp_path / "cerebral_lstm" / "FIDELITY.md").exists()
+
+
+@pytest.mark.parametrize("override,problem", [
+    ("task=digits", "reproduce trains the paper's character models; task=digits runs with make task TASK=digits"),
+    ("model=single_lstm", "the three runs would share out_dir="),
+    ("out_dir={runs}/one", "the three runs would share out_dir="),
+])
+def test_reproduce_refuses_a_plan_it_cannot_carry_out_before_any_run_trains(override, problem, data_dir, tmp_path,
+                                                                            run_script):
+    runs = tmp_path / "runs"
+    assert_refused(run_script("reproduce", "debug=tiny", f"data.dir={data_dir}", f"runs_dir={runs}",
+                              "train.epochs=1", override.format(runs=runs)), problem)
+    assert not runs.exists()
