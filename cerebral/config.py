@@ -55,18 +55,31 @@ def check_overrides(overrides):
 
 def check_command_line(args):
     """Compose `python -m cerebral.train ARGS` once before Hydra does, so that a bad override gets
-    our one line instead of Hydra's dozen. With Hydra's own flags (-m, --cfg, ...) or a sweep
-    (seed=0,1, which a preset runs without -m) only the overrides' form is checked, and Hydra
-    reports the rest."""
+    our one line instead of Hydra's dozen. A sweep (-m, or seed=0,1, which a preset runs without
+    -m) is composed at its first point. With Hydra's other flags (--cfg, --help, ...), or a sweep
+    whose first point cannot be written back as key=value (a glob, an interval, quoted values),
+    only the overrides' form is checked, and Hydra reports the rest."""
     check_overrides(args)
-    if any(arg.startswith("-") for arg in args):
+    overrides = [arg for arg in args if arg not in ("-m", "--multirun")]
+    if any(arg.startswith("-") for arg in overrides):
         return
     try:
-        sweeps = any(o.is_sweep_override() for o in OverridesParser.create().parse_overrides(list(args)))
+        parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as e:
         raise ConfigError(_composition_problem(e)) from None
-    if not sweeps:
-        compose(*args)
+    first_point = []
+    for override, text in zip(parsed, overrides, strict=True):
+        if not override.is_sweep_override():
+            first_point.append(text)
+            continue
+        try:
+            value = next(override.sweep_string_iterator())
+        except HydraException:  # a glob or an interval: no list of values without Hydra's sweeper
+            return
+        if any(c in value for c in " ,'\"()[]{}=\\"):
+            return
+        first_point.append(f"{override.get_key_element()}={value}")
+    compose(*first_point)
 
 
 def _composition_problem(error):
