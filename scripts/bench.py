@@ -25,6 +25,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 from torch.profiler import ProfilerActivity, profile
 
 from cerebral import CerebralLSTM, PostBiasLSTM
+from cerebral.atomic import unwritable, write_text_atomic
 from cerebral.config import compose
 from cerebral.models import CharRNN, build_model
 from cerebral.steps import device_name, keep_freed_memory, make_optimizer, timed_train_step
@@ -246,7 +247,7 @@ def table(rows, title):
     return "\n".join(lines)
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and a smaller sweep (under a minute)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -255,7 +256,7 @@ def parse_args():
     parser.add_argument("--size", type=int, default=512, help="state size of the main table (the paper's: 512)")
     parser.add_argument("--modes-only", action="store_true",
                         help="only the drop-in modes (bidirectional, packed), written into --out beside the rest")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def paper_section(args, device, warmup, repeats):
@@ -314,20 +315,35 @@ def modes_section(args, device, warmup, repeats):
             "ratios_min": ratios_min, "targets": targets}
 
 
-def main():
-    args = parse_args()
+def check_args(args):
+    """Exit in one line where the arguments cannot give a benchmark, before the minutes it takes."""
+    if args.repeats < 1 or args.size < 1:
+        sys.exit(f"error: --repeats and --size must be at least 1, got {args.repeats} and {args.size}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: PyTorch sees no CUDA device here; use --device cpu (or auto)")
+    if unwritable(args.out):
+        sys.exit(f"error: cannot write {args.out}: {unwritable(args.out)}; choose another --out")
+    if args.modes_only and args.out.is_file():
+        try:
+            return json.loads(args.out.read_text())
+        except ValueError:
+            sys.exit(f"error: {args.out} cannot be read as a benchmark result (JSON), which --modes-only adds to; "
+                     "restore it, or give another --out")
+    return {}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    earlier = check_args(args)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     warmup, repeats = (1, 3) if args.quick else (2, args.repeats)
     keep_freed_memory()  # as the training loop does; every entry, nn.LSTM included, runs with it
     print(f"{device_name(device)}, torch {torch.__version__}; {repeats} interleaved repeats\n")
-    if args.modes_only:  # the other sections' results stay as they were
-        result = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    else:
-        result = paper_section(args, device, warmup, repeats)
+    # with --modes-only the other sections' results stay as they were
+    result = earlier if args.modes_only else paper_section(args, device, warmup, repeats)
     result["modes"] = modes_section(args, device, warmup, repeats)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
     print(f"\n-> {args.out}")
 
 

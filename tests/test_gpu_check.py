@@ -43,3 +43,17 @@ def test_a_missing_package_is_named_in_one_line(monkeypatch, capsys, tmp_path):
         module.main()
     message = str(exit_info.value)
     assert "lacks no_such_module_xyz" in message and "installs nothing" in message and "\n" not in message
+
+
+def test_missing_data_or_an_output_under_a_file_is_one_line_before_the_first_step(data_dir, tmp_path, monkeypatch):
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    for data, out, problem in ((tmp_path / "nodata", tmp_path / "out", str(tmp_path / "nodata")),
+                               (data_dir, taken / "out", f"cannot make the output folder {taken / 'out'}")):
+        monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--device", "cpu", "--tiny", "--data", str(data),
+                                          "--out", str(out)])
+        with pytest.raises(SystemExit) as exit_info:
+            gpu_check_module().main()
+        message = str(exit_info.value)
+        assert message.startswith("error: ") and problem in message and "\n" not in message
+    assert not (tmp_path / "out").exists() and taken.read_text() == ""

@@ -202,3 +202,21 @@ def test_reproduce_refuses_a_plan_it_cannot_carry_out_before_any_run_trains(over
     assert_refused(run_script("reproduce", "debug=tiny", f"data.dir={data_dir}", f"runs_dir={runs}",
                               "train.epochs=1", override.format(runs=runs)), problem)
     assert not runs.exists()
+
+
+@pytest.mark.parametrize("args,problem", [
+    (["--size", "0"], "--repeats and --size must be at least 1, got 21 and 0"),
+    (["--repeats", "0", "--size", "8"], "--repeats and --size must be at least 1, got 0 and 8"),
+    (["--out", "{tmp}"], "cannot write {tmp}: {tmp} is a folder"),
+    (["--modes-only", "--out", "{tmp}/bench.json"], "{tmp}/bench.json cannot be read as a benchmark result"),
+])
+def test_the_benchmark_refuses_arguments_it_cannot_run_with_before_timing(args, problem, tmp_path, run_script):
+    (tmp_path / "bench.json").write_text("{ cut short")
+    assert_refused(run_script("bench", "--size", "8", *(a.format(tmp=tmp_path) for a in args)),
+                   problem.format(tmp=tmp_path))
+    assert (tmp_path / "bench.json").read_text() == "{ cut short"
+
+
+def test_the_benchmark_refuses_cuda_without_a_cuda_device(run_script):
+    pytest.importorskip("torch").cuda.is_available() and pytest.skip("this machine has CUDA")
+    assert_refused(run_script("bench", "--device", "cuda", "--size", "8"), "PyTorch sees no CUDA device here")
