@@ -55,7 +55,7 @@ def check_overrides(overrides):
 
 def check_command_line(args):
     """Compose `python -m cerebral.train ARGS` once before Hydra does, so that a bad override gets
-    our one line instead of Hydra's dozen. A sweep (-m, or seed=0,1, which a preset runs without
+    our one line instead of Hydra's dozen, and check its values. A sweep (-m, or seed=0,1, which a preset runs without
     -m) is composed at its first point. With Hydra's other flags (--cfg, --help, ...), or a sweep
     whose first point cannot be written back as key=value (a glob, an interval, quoted values),
     only the overrides' form is checked, and Hydra reports the rest."""
@@ -79,7 +79,7 @@ def check_command_line(args):
         if any(c in value for c in " ,'\"()[]{}=\\"):
             return
         first_point.append(f"{override.get_key_element()}={value}")
-    compose(*first_point)
+    check_config(compose(*first_point))  # a bad value too: refused before Hydra makes a sweep's folders
 
 
 def _composition_problem(error):

@@ -108,6 +108,16 @@ def test_the_command_line_refuses_an_override_in_one_line_before_any_work(args, 
     assert not (tmp_path / "run").exists()
 
 
+def test_a_sweep_with_a_bad_value_is_refused_before_hydra_makes_its_folders(data_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = subprocess.run([sys.executable, "-m", "cerebral.train", "-m", "seed=0,1", "optim.lr=-1",
+                             *tiny_overrides(data_dir, tmp_path / "run"), f"hydra.sweep.dir={sweep}"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 1 and result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr == "error: invalid configuration:\n  optim.lr must be a positive number, got -1 (e.g. optim.lr=0.05)\n"
+    assert not sweep.exists() and not (tmp_path / "run").exists()
+
+
 def test_config_differences_name_the_changed_keys():
     saved = {"train": {"epochs": 5, "batch_size": 128}, "optim": {"lr": 0.05}}
     new = {"train": {"epochs": 9, "batch_size": 64}, "optim": {"lr": 0.05}, "extra": 1}
