@@ -81,7 +81,7 @@ def _fetch_one(upstream_path, target, expected, mirror, base_url):
             try:
                 with urllib.request.urlopen(source, timeout=60) as response:
                     shutil.copyfileobj(response, out)
-            except OSError as e:  # urllib's errors, refused connections and timeouts
+            except (OSError, ValueError) as e:  # urllib's errors, refused connections, timeouts; a URL without a scheme
                 raise DataError(f"could not download {upstream_path} from {source}: {e}. "
                                 "Check the connection and CEREBRAL_DATA_URL, or set "
                                 "CEREBRAL_DATA_MIRROR=DIR to a local checkout of "
@@ -101,6 +101,8 @@ def fetch(data_dir=DEFAULT_DIR, mirror=None, base_url=None, log=print):
     mirror = mirror if mirror is not None else os.environ.get("CEREBRAL_DATA_MIRROR") or None
     base_url = base_url or os.environ.get("CEREBRAL_DATA_URL") or DEFAULT_URL
     data_dir = Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(f"the data folder {data_dir} is a file; give another folder (data.dir=PATH, or --data PATH)")
     for upstream_path, (local, expected) in FILES.items():
         target = data_dir / local
         if target.is_file() and sha256(target) == expected:

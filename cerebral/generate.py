@@ -53,6 +53,8 @@ def sample(model, vocab, prime, length, temperature=1.0, seed=0):
         raise ValueError(f"length must be a non-negative integer, got {length!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
+    if not -2**63 <= seed < 2**64:  # what a torch.Generator takes
+        raise ValueError(f"seed must lie in [-2**63, 2**64), got {seed}")
     generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     logits, state = model(torch.tensor([[index[c] for c in prime]], device=device))

@@ -186,6 +186,9 @@ def load_imdb(csv_path, num_reviews=5000, vocab_size=1000, seq_len=69, test_frac
     if missing:
         raise DataError(f"{csv_path} has columns {list(frame.columns)} but needs {list(IMDB_COLUMNS)} "
                         f"(missing {missing}); is it Kaggle's \"IMDB Dataset.csv\"?")
+    if len(frame) == 0:
+        raise DataError(f"{csv_path} holds no reviews, only its header; pass Kaggle's \"IMDB Dataset.csv\" as "
+                        "data.imdb_csv=PATH")
     if len(frame) < num_reviews:
         raise DataError(f"{csv_path} has {len(frame)} reviews, fewer than data.num_reviews={num_reviews}. "
                         f"Pass data.num_reviews={len(frame)} or less.")

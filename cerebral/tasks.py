@@ -80,6 +80,9 @@ class CharLM(_Task):
             raise ConfigError(f"data.val_fraction={cfg.data.val_fraction} holds out no sequence of "
                               f"{len(data.inputs)}; use a larger fraction, or 0 for none")
         kept = len(data.inputs) - held_out
+        if held_out and kept < cfg.train.batch_size:
+            raise ConfigError(f"data.val_fraction={cfg.data.val_fraction} leaves {kept} of {len(data.inputs)} sequences "
+                              f"for training, fewer than train.batch_size={cfg.train.batch_size}; use a smaller fraction")
         self.inputs, self.targets = data.inputs[:kept], data.targets[:kept]
         self.val_inputs, self.val_targets = data.inputs[kept:], data.targets[kept:]
         self.vocab = data.vocab

@@ -81,6 +81,20 @@ def test_a_server_that_is_down_gives_a_clear_error(tmp_path, monkeypatch):
     assert not target.exists() or list(target.rglob("*")) == []
 
 
+def test_a_url_without_a_scheme_gives_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("CEREBRAL_DATA_MIRROR", raising=False)
+    with pytest.raises(chardata.DataError, match=r"could not download data/data.txt from example.com/files/.*unknown url"):
+        chardata.fetch(tmp_path / "data", base_url="example.com/files", log=lambda m: None)
+
+
+def test_a_data_folder_that_is_a_file_is_named(tmp_path):
+    taken = tmp_path / "data"
+    taken.write_text("kept")
+    with pytest.raises(chardata.DataError, match=f"the data folder {taken} is a file"):
+        chardata.fetch(taken, log=lambda m: None)
+    assert taken.read_text() == "kept"
+
+
 def test_a_mirror_without_the_file_names_it(upstream_layout, tmp_path):
     (upstream_layout / "loss_values" / "2stack_lstm.txt").unlink()
     with pytest.raises(chardata.DataError, match="loss_values/2stack_lstm.txt is missing from the mirror"):

@@ -23,6 +23,8 @@ def test_bad_prime_and_settings_are_refused(tiny_runs):
         sample(model, vocab, "Moe", 5, temperature=0)
     with pytest.raises(ValueError, match="length"):
         sample(model, vocab, "Moe", -1)
+    with pytest.raises(ValueError, match=r"seed must lie in \[-2\*\*63, 2\*\*64\), got 99999999999999999999"):
+        sample(model, vocab, "Moe", 5, seed=99999999999999999999)
 
 
 def test_save_writes_the_sample_with_its_settings(tiny_runs, capsys):

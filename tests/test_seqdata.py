@@ -252,6 +252,13 @@ def test_imdb_more_reviews_than_the_file_has(imdb_csv):
         seqdata.load_imdb(imdb_csv)
 
 
+def test_imdb_with_only_a_header_says_so(tmp_path):
+    path = tmp_path / "IMDB Dataset.csv"
+    path.write_text("review,sentiment\n")
+    with pytest.raises(DataError, match="holds no reviews, only its header"):
+        seqdata.load_imdb(path)
+
+
 def test_imdb_missing_file(tmp_path):
     with pytest.raises(DataError, match="does not exist.*data.imdb_csv=PATH"):
         seqdata.load_imdb(tmp_path / "IMDB Dataset.csv")

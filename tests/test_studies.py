@@ -45,7 +45,8 @@ def test_without_a_held_out_block_the_columns_stay_empty_and_with_one_training_s
 
 
 @pytest.mark.parametrize("fraction,message", [(1.0, "data.val_fraction must be a number in [0, 1)"),
-                                              (1e-9, "holds out no sequence")])
+                                              (1e-9, "holds out no sequence"),
+                                              (0.99999, "data.val_fraction=0.99999 leaves 0 of")])
 def test_bad_held_out_fractions_are_refused(data_dir, tmp_path, fraction, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")):
         train(compose(*tiny_overrides(data_dir, tmp_path / "run", f"data.val_fraction={fraction}")))
