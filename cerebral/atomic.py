@@ -21,14 +21,11 @@ def atomic_path(path):
             os.remove(tmp)
 
 
-def unwritable(path):
-    """Why no file can be written at `path` (a folder in its place, a file above it), or None:
-    for refusing an output before the work that would fill it."""
+def nearest_existing(path):
+    """`path`, or the closest of its parents that exists: a file there means nothing can be made
+    at `path`."""
     path = Path(path)
-    if path.is_dir():
-        return f"{path} is a folder"
-    nearest = next(p for p in path.parents if p.exists())
-    return None if nearest.is_dir() else f"{nearest} is a file"
+    return next(p for p in (path, *path.parents) if p.exists())
 
 
 def write_text_atomic(path, text):

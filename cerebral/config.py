@@ -54,11 +54,12 @@ def check_overrides(overrides):
 
 
 def check_command_line(args):
-    """Compose `python -m cerebral.train ARGS` once before Hydra does, so that a bad override gets
-    our one line instead of Hydra's dozen, and check its values. A sweep (-m, or seed=0,1, which a preset runs without
-    -m) is composed at its first point. With Hydra's other flags (--cfg, --help, ...), or a sweep
-    whose first point cannot be written back as key=value (a glob, an interval, quoted values),
-    only the overrides' form is checked, and Hydra reports the rest."""
+    """Compose `python -m cerebral.train ARGS` and check its values once before Hydra runs it, so
+    that a bad override gets our one line instead of Hydra's dozen. A sweep (-m, or seed=0,1,
+    which a preset runs without -m) is checked at its first point. With Hydra's other flags
+    (--cfg, --help, ...), or a sweep whose first point cannot be written back as key=value (a
+    glob, an interval, quoted values), only the overrides' form is checked, and Hydra reports the
+    rest."""
     check_overrides(args)
     overrides = [arg for arg in args if arg not in ("-m", "--multirun")]
     if any(arg.startswith("-") for arg in overrides):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cerebral import data as chardata
 from cerebral import rundir
+from cerebral.atomic import nearest_existing
 from cerebral.errors import USER_ERRORS, ConfigError
 from cerebral.losslog import read_losses
 
@@ -162,6 +163,16 @@ def make_output_folder(path):
     except OSError as e:
         sys.exit(f"error: cannot make the output folder {path} ({e.strerror}); choose another --out")
     return path
+
+
+def check_writable(path, fix="choose another --out"):
+    """Exit in one line where no file can be written at `path` (a folder in its place, a file
+    above it), before the work that would fill it."""
+    path = Path(path)
+    blocker = path if path.is_dir() else nearest_existing(path.parent)
+    if blocker.is_dir() and blocker != path:
+        return
+    sys.exit(f"error: cannot write {path}: {blocker} is {'a folder' if blocker == path else 'a file'}; {fix}")
 
 
 def load_comparison(runs_dir, data_dir, need_runs=None):

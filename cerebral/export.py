@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.export._patches import register_lstm_while_loop_decomposition
 
-from cerebral.atomic import unwritable
+from cerebral.curves import check_writable
 from cerebral.errors import USER_ERRORS
 from cerebral.generate import load_trained
 
@@ -62,8 +62,7 @@ def main(argv=None):
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("out", type=Path, help="the .onnx file to write")
     args = parser.parse_args(argv)
-    if unwritable(args.out):
-        sys.exit(f"error: cannot write {args.out}: {unwritable(args.out)}; give the path of the .onnx file to write")
+    check_writable(args.out, "give the path of the .onnx file to write")
     try:
         model, vocab = load_trained(args.run_dir)
     except USER_ERRORS as e:

@@ -32,7 +32,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cerebral.atomic import atomic_path, write_text_atomic
+from cerebral.atomic import atomic_path, nearest_existing, write_text_atomic
 from cerebral.config import RESUMABLE_KEYS, complete, config_differences
 from cerebral.errors import CheckpointError, ConfigError
 from cerebral.losslog import read_losses, write_losses
@@ -108,7 +108,7 @@ def check_run_dir(cfg):
     run.json that cannot be read, or a run of another configuration. Only reads, so that a plan
     of several runs can check them all before training any."""
     run_dir = Path(cfg.out_dir)
-    nearest = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    nearest = nearest_existing(run_dir)
     if not nearest.is_dir():
         raise ConfigError(f"out_dir={run_dir} cannot be a folder: {nearest} is a file; use another out_dir=PATH")
     read_record(run_dir)

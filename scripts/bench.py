@@ -25,8 +25,9 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 from torch.profiler import ProfilerActivity, profile
 
 from cerebral import CerebralLSTM, PostBiasLSTM
-from cerebral.atomic import unwritable, write_text_atomic
+from cerebral.atomic import write_text_atomic
 from cerebral.config import compose
+from cerebral.curves import check_writable
 from cerebral.models import CharRNN, build_model
 from cerebral.steps import device_name, keep_freed_memory, make_optimizer, timed_train_step
 from cerebral.tasks import char_lm_loss
@@ -321,8 +322,7 @@ def check_args(args):
         sys.exit(f"error: --repeats and --size must be at least 1, got {args.repeats} and {args.size}")
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: PyTorch sees no CUDA device here; use --device cpu (or auto)")
-    if unwritable(args.out):
-        sys.exit(f"error: cannot write {args.out}: {unwritable(args.out)}; choose another --out")
+    check_writable(args.out)
     if args.modes_only and args.out.is_file():
         try:
             return json.loads(args.out.read_text())

@@ -116,7 +116,7 @@ def main():
         sys.exit("error: PyTorch sees no CUDA device here; run on a GPU machine, or add --device cpu --tiny")
     args.data, args.out = args.data.resolve(), args.out.resolve()
     from cerebral import data as chardata
-    from cerebral.curves import published_curves
+    from cerebral.curves import make_output_folder, published_curves
     from cerebral.errors import USER_ERRORS
     from cerebral.steps import device_name
 
@@ -125,10 +125,7 @@ def main():
         published_curves(args.data)
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        sys.exit(f"error: cannot make the output folder {args.out} ({e.strerror}); choose another --out")
+    make_output_folder(args.out)
 
     env = {**os.environ, "CEREBRAL_TEST_DEVICE": args.device, "CEREBRAL_TEST_DATA": str(args.data),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}

@@ -19,7 +19,8 @@ import torch
 from omegaconf import OmegaConf
 
 from cerebral import rundir
-from cerebral.atomic import unwritable, write_text_atomic
+from cerebral.atomic import write_text_atomic
+from cerebral.curves import check_writable
 from cerebral.errors import USER_ERRORS
 from cerebral.generate import load_trained
 from cerebral.precision import PRECISIONS, autocast
@@ -90,8 +91,8 @@ def main(argv=None):
     if args.command == "continue" and args.epochs < 1:
         sys.exit(f"error: --epochs must be at least 1, got {args.epochs}")
     name = "LATE.md" if args.command == "continue" else "EVALUATE.md"
-    if args.out and unwritable(args.out / name):
-        sys.exit(f"error: cannot write {args.out / name}: {unwritable(args.out / name)}; choose another --out")
+    if args.out:
+        check_writable(args.out / name)
     try:
         if args.command == "continue":
             configs, start = continuations(args.source, args.epochs, args.out)
