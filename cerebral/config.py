@@ -12,6 +12,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
 
+from cerebral.elementwise import ELEMENTWISE
 from cerebral.errors import ConfigError
 from cerebral.models import CEREBRAL_CORES, CORES, INITS
 from cerebral.precision import PRECISIONS
@@ -149,6 +150,7 @@ def check_config(cfg):
     need(_is_int(t.batch_size) and t.batch_size > 0, "train.batch_size", "a positive integer", 128)
     need(t.sampling in SAMPLINGS, "train.sampling", " or ".join(SAMPLINGS), "random_batches")
     need(t.precision in PRECISIONS, "train.precision", " or ".join(PRECISIONS), "bf16")
+    need(t.elementwise in ELEMENTWISE, "train.elementwise", " or ".join(ELEMENTWISE), "cpp")
     if t.sampling == "shuffled_pass":
         need(t.steps_per_epoch is None, "train.steps_per_epoch",
              "null with train.sampling=shuffled_pass (one pass sets it)", "null")
@@ -183,7 +185,7 @@ def resolve_device(name):
 # config without one of them reads as having that value, so older runs still resume.
 ADDED_KEYS = {"task.name": "charlm", "data.val_fraction": 0.0, "model.tie_init": False,
               "optim.lr_decay_every": None, "optim.lr_decay_factor": 0.1, "train.precision": "fp32",
-              "model.bidirectional": False, "data.padding": "left"}
+              "model.bidirectional": False, "data.padding": "left", "train.elementwise": "aten"}
 
 
 def complete(saved):

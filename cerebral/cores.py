@@ -126,6 +126,7 @@ class _GatedRecurrence(nn.Module):
     num_gates = 4
     num_cells = 1
     fused = True  # False: the equation-by-equation reference path, through autograd
+    elementwise = "aten"  # the fused path's elementwise work: "aten" calls or the "cpp" kernel (cerebral/elementwise.py)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None, *,
@@ -193,7 +194,7 @@ class _GatedRecurrence(nn.Module):
         last = last_rows(batch_sizes)
         if self.fused:
             output, c = FusedLayer.apply(x, w_ih, bias, w_hh, h, torch.cat(cells, dim=-1), *self._post_biases(k), w_hr,
-                                         batch_sizes, gemm_dtype(x))
+                                         batch_sizes, gemm_dtype(x), self.elementwise)
             return output, output[last], c.chunk(self.num_cells, dim=-1)
         # Every time step in one GEMM. Under bf16 autocast the products come back in bf16; adding
         # them to this full-precision projection keeps the gates and the cell update in it.

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from cerebral.elementwise import kernel_ops
+
 
 def _onednn(x):
     """Whether x's GEMMs go to oneDNN, the library `nn.LSTM` runs on: on the CPU in fp32 it is
@@ -101,11 +103,14 @@ class FusedLayer(torch.autograd.Function):
 
     `gemm_dtype` (e.g. bfloat16, from autocast) gives every GEMM operand that dtype, forward and
     backward; each product is rounded to it and everything else (gates, cell states, h, the
-    gradients returned) stays in the inputs' dtype.
+    gradients returned) stays in the inputs' dtype. `elementwise` "cpp" does each step's
+    elementwise work in the C++ kernel (cerebral/elementwise.py) where it applies (CPU, float32 or
+    float64 gates), "aten" in ATen calls.
     """
 
     @staticmethod
-    def forward(ctx, x, w_ih, bias, w_hh, h0, c0, bias_cell, bias_hidden, w_hr, batch_sizes, gemm_dtype=None):
+    def forward(ctx, x, w_ih, bias, w_hh, h0, c0, bias_cell, bias_hidden, w_hr, batch_sizes, gemm_dtype=None,
+                elementwise="aten"):
         rows, total, batch, gate_width = step_rows(batch_sizes), x.shape[0], h0.shape[0], w_ih.shape[0]
         if gemm_dtype in (None, x.dtype):
             x_g, w_ih_g, w_hh_g, w_hr_g = x, w_ih, w_hh, w_hr
@@ -124,24 +129,17 @@ class FusedLayer(torch.autograd.Function):
         tanh_cells = xz.new_empty(total, width)
         out = xz.new_empty(total, h0.shape[-1])
         summed = out if w_hr is None else xz.new_empty(total, hidden)  # h before the projection
+        ops = _kernel(elementwise, xz)
         h, previous = h0, 0  # previous: where the rows of the step before start in `cells`
         for start, size in rows:
             here = slice(start, start + size)
             a = _add_matmul(xz[here], h[:size].to(w_hh_g.dtype), w_hh_g)
-            a[:, : 3 * width].sigmoid_()
-            a[:, 3 * width :].tanh_()
             gates.append(a)
-            i, f, o, g = a.split(width, dim=1)
-            c = torch.mul(f, cells[previous : previous + size], out=cells[batch + start : batch + start + size])
-            c.addcmul_(i, g)
-            if bias_cell is not None:
-                c.add_(bias_cell)
-            tanh_c = torch.tanh(c, out=tanh_cells[here])
-            h = torch.mul(o[:, :hidden], tanh_c[:, :hidden], out=summed[here])
-            for p in range(hidden, width, hidden):  # the other paths' o * tanh(c), summed into h
-                h.addcmul_(o[:, p : p + hidden], tanh_c[:, p : p + hidden])
-            if bias_hidden is not None:
-                h.add_(bias_hidden)
+            c_prev, c, h = cells[previous : previous + size], cells[batch + start : batch + start + size], summed[here]
+            if ops is not None:  # the gates activated in a, c(t), tanh(c(t)) and h(t) in one pass
+                ops.gates_forward(a, c_prev, c, tanh_cells[here], h, bias_cell, bias_hidden)
+            else:
+                _gates_forward(a, c_prev, c, tanh_cells[here], h, hidden, bias_cell, bias_hidden)
             if w_hr is not None:
                 out[here] = _linear(h.to(w_hr_g.dtype), w_hr_g)
                 h = out[here]
@@ -149,7 +147,7 @@ class FusedLayer(torch.autograd.Function):
         ctx.save_for_backward(x_g, w_ih_g, w_hh_g, w_hr_g, h0, out, summed, cells, tanh_cells, *gates)
         ctx.dtypes = x.dtype, w_ih.dtype
         ctx.biases = bias is not None, bias_cell is not None, bias_hidden is not None
-        ctx.batch_sizes = batch_sizes
+        ctx.batch_sizes, ctx.kernel = batch_sizes, ops
         last = last_rows(batch_sizes)
         c_last = cells[batch:][last]
         return out, c_last.clone() if isinstance(last, slice) else c_last
@@ -173,9 +171,6 @@ class FusedLayer(torch.autograd.Function):
         dh = d_out[start : start + size]  # dL/dh(t) in full (autograd passes zeros for unused outputs)
         w_hh_t = w_hh.t().contiguous()  # the weight of dL/dh(t-1) = d_gates(t) @ w_hh
 
-        def by_path(x):  # h is shared: broadcast its gradient over the paths
-            return x.view(-1, paths, hidden)
-
         for t in reversed(range(len(rows))):
             start, size = rows[t]
             here = slice(start, start + size)
@@ -184,21 +179,12 @@ class FusedLayer(torch.autograd.Function):
                 d_h_projected[here] = dh
                 dh = _linear(dh.to(gemm), w_hr_t).to(x_dtype)
             a, d_a, dc = gates[t], d_gates[here], dc_all[:size]
-            i, f, o, g = a.split(width, dim=1)
-            d_i, d_f, d_o, d_g = d_a.split(width, dim=1)
-            dh_paths, tanh_c = dh.unsqueeze(1), by_path(tanh_cells[here])
-            torch.mul(dh_paths, tanh_c, out=by_path(d_o))
-            by_path(dc).add_(torch.ops.aten.tanh_backward(dh_paths * by_path(o), tanh_c))
-            if has_bias_cell:
-                d_bias_cell += dc.sum(0)
-            if has_bias_hidden:
-                d_bias_hidden += dh.sum(0)
-            torch.mul(dc, g, out=d_i)
-            torch.mul(dc, cells[previous : previous + size], out=d_f)
-            torch.mul(dc, i, out=d_g)
-            dc.mul_(f)
-            torch.ops.aten.sigmoid_backward(d_a[:, : 3 * width], a[:, : 3 * width], grad_input=d_a[:, : 3 * width])
-            torch.ops.aten.tanh_backward(d_g, g, grad_input=d_g)
+            if ctx.kernel is not None:  # d_a, dc -> dL/dc(t-1) and the post-bias gradients in one pass
+                ctx.kernel.gates_backward(a, cells[previous : previous + size], tanh_cells[here], dh.contiguous(), dc,
+                                          d_a, d_bias_cell, d_bias_hidden)
+            else:
+                _gates_backward(a, d_a, dc, dh, cells[previous : previous + size], tanh_cells[here], paths, hidden,
+                                d_bias_cell, d_bias_hidden)
             if t > 0:
                 d_out_before = d_out[rows[t - 1][0] : rows[t - 1][0] + rows[t - 1][1]]
                 dh = _add_matmul(d_out_before[:size], d_a.to(gemm), w_hh_t)
@@ -213,4 +199,56 @@ class FusedLayer(torch.autograd.Function):
         d_x = _linear(d_xz, w_ih.t().contiguous()).to(x_dtype) if ctx.needs_input_grad[0] else None
         d_w_ih, d_w_hh = _weight_grad(d_xz, x).to(w_dtype), _weight_grad(d_xz, h_before).to(w_dtype)
         d_w_hr = _weight_grad(d_h_projected.to(gemm), summed.to(gemm)).to(w_dtype) if w_hr is not None else None
-        return d_x, d_w_ih, d_bias, d_w_hh, dh0, dc_all, d_bias_cell, d_bias_hidden, d_w_hr, None, None
+        return d_x, d_w_ih, d_bias, d_w_hh, dh0, dc_all, d_bias_cell, d_bias_hidden, d_w_hr, None, None, None
+
+
+def _kernel(elementwise, gates):
+    """The C++ kernel's ops where `elementwise` asks for it and it applies to these gates, or None."""
+    if elementwise == "cpp" and gates.device.type == "cpu" and gates.dtype in (torch.float32, torch.float64):
+        return kernel_ops()
+    return None
+
+
+def _gates_forward(a, c_prev, c, tanh_c, h, hidden, bias_cell, bias_hidden):
+    """One step's elementwise forward in ATen calls (the kernel's gates_forward): the gate
+    pre-activations a activated in place, c(t), tanh(c(t)) and h(t), the sum over the paths,
+    written into c, tanh_c and h."""
+    width = c.shape[1]
+    a[:, : 3 * width].sigmoid_()
+    a[:, 3 * width :].tanh_()
+    i, f, o, g = a.split(width, dim=1)
+    torch.mul(f, c_prev, out=c)
+    c.addcmul_(i, g)
+    if bias_cell is not None:
+        c.add_(bias_cell)
+    torch.tanh(c, out=tanh_c)
+    torch.mul(o[:, :hidden], tanh_c[:, :hidden], out=h)
+    for p in range(hidden, width, hidden):  # the other paths' o * tanh(c), summed into h
+        h.addcmul_(o[:, p : p + hidden], tanh_c[:, p : p + hidden])
+    if bias_hidden is not None:
+        h.add_(bias_hidden)
+
+
+def _gates_backward(a, d_a, dc, dh, c_prev, tanh_c, paths, hidden, d_bias_cell, d_bias_hidden):
+    """One step's elementwise backward in ATen calls, into d_a and dc (the kernel's gates_backward):
+    from the activated gates a, dL/dh(t) and dL/dc(t) from step t+1 in dc, the gradients of the
+    gate pre-activations, dL/dc(t-1) through this step, and the post-bias gradients added."""
+    def by_path(x):  # h is shared: broadcast its gradient over the paths
+        return x.view(-1, paths, hidden)
+
+    width = paths * hidden
+    i, f, o, g = a.split(width, dim=1)
+    d_i, d_f, d_o, d_g = d_a.split(width, dim=1)
+    dh_paths, tanh_c = dh.unsqueeze(1), by_path(tanh_c)
+    torch.mul(dh_paths, tanh_c, out=by_path(d_o))
+    by_path(dc).add_(torch.ops.aten.tanh_backward(dh_paths * by_path(o), tanh_c))
+    if d_bias_cell is not None:
+        d_bias_cell += dc.sum(0)
+    if d_bias_hidden is not None:
+        d_bias_hidden += dh.sum(0)
+    torch.mul(dc, g, out=d_i)
+    torch.mul(dc, c_prev, out=d_f)
+    torch.mul(dc, i, out=d_g)
+    dc.mul_(f)
+    torch.ops.aten.sigmoid_backward(d_a[:, : 3 * width], a[:, : 3 * width], grad_input=d_a[:, : 3 * width])
+    torch.ops.aten.tanh_backward(d_g, g, grad_input=d_g)

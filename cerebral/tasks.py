@@ -13,6 +13,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from cerebral import data as chardata
 from cerebral import seqdata
+from cerebral.elementwise import use_elementwise
 from cerebral.errors import ConfigError
 from cerebral.models import build_core, build_model, init_model_
 from cerebral.precision import full_precision, native_lstm_context
@@ -213,5 +214,8 @@ TASKS = {"charlm": CharLM, "digits": Classification, "mnist": Classification, "i
 
 
 def make_task(cfg):
-    """The task `cfg.task.name` names, with its data loaded and its model built (on the CPU)."""
-    return TASKS[cfg.task.name](cfg)
+    """The task `cfg.task.name` names, with its data loaded and its model built (on the CPU), its
+    fused cores doing their elementwise work as `train.elementwise` says."""
+    task = TASKS[cfg.task.name](cfg)
+    use_elementwise(task.model, cfg.train.elementwise)
+    return task

@@ -68,8 +68,8 @@ def train(cfg):
         return [row["train_loss"] for row in history]
 
     print(f"{cfg.task.name} {cfg.model.name}, seed {cfg.seed}: epochs {len(history)}-{cfg.train.epochs - 1} of "
-          f"{sampler.steps} steps x {sampler.batch} sequences on {device_name(device)}, {cfg.train.precision} "
-          f"-> {run_dir}")
+          f"{sampler.steps} steps x {sampler.batch} sequences on {device_name(device)}, {cfg.train.precision}"
+          f"{'' if cfg.train.elementwise == 'aten' else ', elementwise cpp'} -> {run_dir}")
     rundir.record_session(run_dir, cfg, device, parameter_count(model), LOADED_COMMIT)
     items_per_step = sampler.batch * task.inputs.shape[1]  # time steps: characters, pixel rows or words
     bar = tqdm(total=cfg.train.epochs * sampler.steps, initial=len(history) * sampler.steps,

@@ -2,8 +2,9 @@
 
 Each entry is the same character model (embedding -> core -> head, Adagrad) with only the core
 swapped: our three paper models, `torch.nn.LSTM` with one and two layers, and the upstream
-`cerebral-lstm` package; at paper shapes each of ours and `nn.LSTM` also runs in bf16, through the
-training loop's own step (`train_step(..., precision="bf16")`). Warm-up, then repeats interleaved
+`cerebral-lstm` package; on a CPU also our two fused models with `train.elementwise=cpp` (the
+"cpp" rows); at paper shapes each of ours and `nn.LSTM` also runs in bf16, through the training
+loop's own step (`train_step(..., precision="bf16")`). Warm-up, then repeats interleaved
 across entries; median, minimum and spread, and every ratio from the medians and from the minima.
 A last section times the drop-in modes, the core alone in fp32: bidirectional cores, and a
 packed batch of variable lengths against nn.LSTM packed and padded (`--modes-only`: just that).
@@ -28,6 +29,7 @@ from cerebral import CerebralLSTM, PostBiasLSTM
 from cerebral.atomic import write_text_atomic
 from cerebral.config import compose
 from cerebral.curves import check_writable
+from cerebral.elementwise import KernelBuildError, kernel_ops, use_elementwise
 from cerebral.models import CharRNN, build_model
 from cerebral.steps import device_name, keep_freed_memory, make_optimizer, timed_train_step
 from cerebral.tasks import char_lm_loss
@@ -43,6 +45,14 @@ RATIOS = {
     "stacked_bf16_vs_lstm2": ("stacked_lstm bf16", "nn.LSTM x2", 0.55),
     "stacked_bf16_vs_lstm2_bf16": ("stacked_lstm bf16", "nn.LSTM x2 bf16", 0.85),
     "single_bf16_vs_single": ("single_lstm bf16", "single_lstm", 0.70),
+    "cerebral_cpp_vs_lstm2": ("cerebral_lstm cpp", "nn.LSTM x2", 1.10),
+    "stacked_cpp_vs_lstm2": ("stacked_lstm cpp", "nn.LSTM x2", 1.10),
+    "cerebral_cpp_bf16_vs_lstm2": ("cerebral_lstm cpp bf16", "nn.LSTM x2", 0.55),
+    "cerebral_cpp_bf16_vs_lstm2_bf16": ("cerebral_lstm cpp bf16", "nn.LSTM x2 bf16", 0.85),
+    "stacked_cpp_bf16_vs_lstm2": ("stacked_lstm cpp bf16", "nn.LSTM x2", 0.55),
+    "stacked_cpp_bf16_vs_lstm2_bf16": ("stacked_lstm cpp bf16", "nn.LSTM x2 bf16", 0.85),
+    "cerebral_cpp_vs_cerebral": ("cerebral_lstm cpp", "cerebral_lstm", None),
+    "stacked_cpp_vs_stacked": ("stacked_lstm cpp", "stacked_lstm", None),
     "lstm2_bf16_vs_lstm2": ("nn.LSTM x2 bf16", "nn.LSTM x2", None),
     "cerebral_bf16_vs_cerebral": ("cerebral_lstm bf16", "cerebral_lstm", None),
     "upstream_vs_cerebral": ("upstream", "cerebral_lstm", None),
@@ -63,11 +73,13 @@ class UpstreamCore(nn.Module):
         return output.transpose(0, 1), state
 
 
-def entries(size, include_upstream=True):
-    """name -> a function making a fresh model with state `size`."""
+def entries(size, include_upstream=True, kernel=False):
+    """name -> a function making a fresh model with state `size`; with `kernel`, also the fused
+    models doing their elementwise work in the C++ kernel ("... cpp")."""
 
-    def paper(name):
-        return lambda: build_model(compose(f"model={name}", f"model.state_size={size}").model, VOCAB)
+    def paper(name, elementwise="aten"):
+        return lambda: use_elementwise(build_model(compose(f"model={name}", f"model.state_size={size}").model, VOCAB),
+                                       elementwise)
 
     made = {
         "single_lstm": paper("single_lstm"),
@@ -76,6 +88,12 @@ def entries(size, include_upstream=True):
         "nn.LSTM x1": lambda: CharRNN(VOCAB, nn.LSTM(size, size, 1, batch_first=True)),
         "nn.LSTM x2": lambda: CharRNN(VOCAB, nn.LSTM(size, size, 2, batch_first=True)),
     }
+    if kernel:
+        try:
+            kernel_ops()
+            made.update({f"{name} cpp": paper(name, "cpp") for name in ("stacked_lstm", "cerebral_lstm")})
+        except KernelBuildError as e:
+            print(f"{e}: the cpp rows are skipped", file=sys.stderr)
     if include_upstream:
         try:
             import cerebral_lstm  # noqa: F401  (test/bench-only dependency)
@@ -262,7 +280,8 @@ def parse_args(argv=None):
 
 def paper_section(args, device, warmup, repeats):
     """The character models at paper shapes, small batches against upstream, and the scaling sweep."""
-    main_rows = run(entries(args.size), 128, 20, device, warmup, repeats, precisions=("fp32", "bf16"))
+    main_rows = run(entries(args.size, kernel=device.type == "cpu"), 128, 20, device, warmup, repeats,
+                    precisions=("fp32", "bf16"))
     print(table(main_rows, f"Training steps (forward, backward, Adagrad) at paper shapes: batch 128, 20 characters, "
                            f"state {args.size}"))
     ratios, ratios_min, targets = ratio_table(main_rows, RATIOS)

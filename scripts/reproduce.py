@@ -16,6 +16,7 @@ import torch
 from cerebral import data as chardata
 from cerebral import rundir
 from cerebral.config import check_config, compose, resolve_device
+from cerebral.elementwise import kernel_ops, use_elementwise
 from cerebral.errors import USER_ERRORS
 from cerebral.generate import generate_for_run
 from cerebral.models import build_model
@@ -30,7 +31,7 @@ RUNS = [("single_lstm", []), ("stacked_lstm", ["train.epochs=791"]), ("cerebral_
 def seconds_per_step(cfg, vocab_size, seq_len, repeats=3):
     """Median time of a training step at `cfg`'s sizes on its device, after one warm-up step."""
     device = resolve_device(cfg.device)
-    model = build_model(cfg.model, vocab_size).to(device)
+    model = use_elementwise(build_model(cfg.model, vocab_size), cfg.train.elementwise).to(device)
     optimizer = make_optimizer(cfg.optim, model.parameters())
     tokens = torch.randint(0, vocab_size, (cfg.train.batch_size, seq_len), device=device)
     times = [timed_train_step(model, optimizer, char_lm_loss, tokens, tokens, precision=cfg.train.precision)
@@ -56,6 +57,8 @@ def main(argv=None):
             check_config(cfg)
             rundir.check_run_dir(cfg)  # every run folder before any trains: a refusal costs no hours
         data = chardata.load(configs[0].data.dir, configs[0].data.seq_len)
+        if configs[0].train.elementwise == "cpp":
+            kernel_ops()  # built before the plan times its steps
         # where each run goes on: its checkpoint's epochs; epochs recorded past them train again
         done = [rundir.checkpoint_epochs(cfg.out_dir, build_model(cfg.model, data.vocab_size)) for cfg in configs]
         recorded = [rundir.recorded_epochs(cfg.out_dir) for cfg in configs]
@@ -67,7 +70,8 @@ def main(argv=None):
     warning = speed_warning(precision, device)
     if warning:
         print(warning)
-    print(f"Plan on {device_name(device)}, {precision} (step times measured now):")
+    elementwise = "" if configs[0].train.elementwise == "aten" else ", elementwise cpp"
+    print(f"Plan on {device_name(device)}, {precision}{elementwise} (step times measured now):")
     print(f"{'model':<15}{'epochs':>8}{'done':>6}{'steps/epoch':>13}{'s/step':>8}{'estimate':>11}  out_dir")
     total = 0.0
     for cfg, epochs_done in zip(configs, done, strict=True):

@@ -99,7 +99,7 @@ def test_fused_bf16_agrees_with_the_equation_path_in_bf16(core_class):
 def test_the_fused_path_runs_every_mode_in_bf16_within_tolerance_of_fp32(core_class, mode, monkeypatch):
     calls = []  # (gemm dtype) of each FusedLayer call: no silent fallback to the equation path
     apply = FusedLayer.apply
-    monkeypatch.setattr(FusedLayer, "apply", lambda *args: calls.append(args[-1]) or apply(*args))
+    monkeypatch.setattr(FusedLayer, "apply", lambda *args: calls.append(args[10]) or apply(*args))  # gemm_dtype
     torch.manual_seed(2)
     core = core_class(24, 32, 2, bidirectional="bidirectional" in mode, proj_size=16 if "projected" in mode else 0)
     x = torch.randn(20, 16, 24, requires_grad=True)

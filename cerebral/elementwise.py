@@ -1,0 +1,79 @@
+"""Who does the elementwise work of the fused cores' time steps, `train.elementwise=aten|cpp`.
+
+aten (the default, and what every committed run used): a dozen ATen calls per step and
+direction, each a pass through the gate buffers. cpp: `cerebral/csrc/gates.cpp`, one pass per
+step forward and one backward (gates, cell update, the summed h and their gradients), built
+with `torch.utils.cpp_extension` on first use for this CPU's vector instructions (about 15 s;
+then PyTorch's extension cache, ~/.cache/torch_extensions, holds it). The two agree to float
+rounding, not bit for bit: a run trains with one of them throughout.
+
+It applies to CPU tensors of float32 and float64 (the float64 gradcheck of the tests); the GEMMs,
+bf16 casts, CUDA and the equation-by-equation path are unchanged.
+"""
+
+import functools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+
+from cerebral.errors import ConfigError
+
+ELEMENTWISE = ("aten", "cpp")
+SOURCE = Path(__file__).parent / "csrc" / "gates.cpp"
+# Per capability PyTorch dispatches its own kernels to: one build each, so that a home folder
+# shared by machines of different CPUs never loads instructions a CPU lacks.
+ARCH_FLAGS = {
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mprefer-vector-width=512"],
+    "AVX2": ["-mavx2", "-mfma"],
+}
+# -fno-trapping-math lets GCC vectorise the clamps and conversions of the exp; -fopenmp makes
+# at::parallel_for parallel (it binds to the libgomp PyTorch has loaded).
+FLAGS = ["-O3", "-std=c++20", "-fno-trapping-math", "-fopenmp"]
+
+
+class KernelBuildError(ConfigError):
+    """train.elementwise=cpp where the kernel cannot be built (no compiler, no ninja)."""
+
+
+def _ninja_on_path():
+    """cpp_extension runs `ninja` from PATH; the pip package's copy lies beside the venv's python,
+    which need not be on PATH (`.venv/bin/python -m ...`)."""
+    if shutil.which("ninja") is None:
+        try:
+            import ninja
+        except ImportError:
+            return
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
+@functools.cache
+def kernel_ops():
+    """`torch.ops.cerebral` with `gates_forward` and `gates_backward` registered, the kernel
+    built or loaded from the cache; a KernelBuildError naming the cause if it cannot be built."""
+    from torch.utils import cpp_extension
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    _ninja_on_path()
+    try:
+        cpp_extension.load(name=f"cerebral_gates_{capability.lower()}", sources=[str(SOURCE)],
+                           extra_cflags=FLAGS + ARCH_FLAGS.get(capability, []), extra_ldflags=["-fopenmp"],
+                           is_python_module=False)
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
+        cause = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise KernelBuildError(f"train.elementwise=cpp: could not build {SOURCE} ({cause}); it needs a C++ "
+                               f"compiler (g++) and ninja (`pip install ninja`), or use train.elementwise=aten") from None
+    return torch.ops.cerebral
+
+
+def use_elementwise(model, elementwise):
+    """Let every fused core in `model` do its elementwise work with `elementwise` (ELEMENTWISE),
+    building the kernel first for "cpp", so that a failed build stops before any work."""
+    if elementwise == "cpp":
+        kernel_ops()
+    for module in model.modules():
+        if hasattr(module, "elementwise"):
+            module.elementwise = elementwise
+    return model

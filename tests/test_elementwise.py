@@ -1,0 +1,193 @@
+"""The C++ elementwise kernel of the fused cores (train.elementwise=cpp) against the ATen calls it
+replaces, the equations (float64 gradcheck), and the accuracy of its own exp; and the option."""
+
+import pytest
+import torch
+from conftest import tiny_overrides
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from cerebral import CerebralLSTM, PostBiasLSTM, elementwise, fused
+from cerebral.config import compose, config_differences
+from cerebral.errors import ConfigError
+from cerebral.fused import FusedLayer
+from cerebral.precision import autocast
+from cerebral.train import train
+
+
+def outputs_and_gradients(core, x, state, kind, leaf=None):
+    """The outputs, final state and every gradient (parameters, input, initial state) of core
+    doing its elementwise work with `kind`; `leaf`: the tensor x was packed from."""
+    core.elementwise = kind
+    core.zero_grad()
+    inputs = [t for t in torch.utils._pytree.tree_leaves([leaf if leaf is not None else x, state])
+              if isinstance(t, torch.Tensor)]
+    for t in inputs:
+        t.grad = None
+    output, final = core(x, state)
+    output = output.data if isinstance(output, torch.nn.utils.rnn.PackedSequence) else output
+    results = [output, *torch.utils._pytree.tree_leaves(final)]
+    weights = [torch.randn_like(t, generator=torch.Generator().manual_seed(i)) for i, t in enumerate(results)]
+    sum((w * t).sum() for w, t in zip(weights, results, strict=True)).backward()
+    return results + [p.grad for p in core.parameters()] + [t.grad for t in inputs]
+
+
+def with_post_biases(core):
+    with torch.no_grad():  # non-zero post-activation biases, so that their gradients are exercised
+        for name, p in core.named_parameters():
+            if "bias_cell" in name or "bias_hidden" in name:
+                p.uniform_(-0.5, 0.5)
+    return core
+
+
+@pytest.mark.parametrize("cls", [CerebralLSTM, PostBiasLSTM])
+@pytest.mark.parametrize("options", [dict(num_layers=2, bias=True), dict(bias=False), dict(proj_size=12),
+                                     dict(bidirectional=True, num_layers=2)])
+def test_the_kernel_matches_the_aten_calls_in_outputs_and_every_gradient(cls, options):
+    torch.manual_seed(len(options))
+    core = with_post_biases(cls(10, 48, **options))
+    layers = core.num_layers * core.num_directions
+    x = torch.randn(9, 6, 10, requires_grad=True)
+
+    def s(width):
+        return torch.randn(layers, 6, width, requires_grad=True)
+    h = s(core.proj_size or 48)
+    state = (h, (s(48), s(48))) if cls is CerebralLSTM else (h, s(48))
+    ours = outputs_and_gradients(core, x, state, "cpp")
+    theirs = outputs_and_gradients(core, x, state, "aten")
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [CerebralLSTM, PostBiasLSTM])
+def test_the_kernel_matches_the_aten_calls_on_sequences_of_different_lengths(cls):
+    torch.manual_seed(3)
+    core = with_post_biases(cls(5, 32, batch_first=True))
+    x = torch.randn(4, 7, 5, requires_grad=True)
+    def packed():
+        return pack_padded_sequence(x, torch.tensor([7, 3, 5, 1]), batch_first=True, enforce_sorted=False)
+    ours = outputs_and_gradients(core, packed(), None, "cpp", leaf=x)
+    theirs = outputs_and_gradients(core, packed(), None, "aten", leaf=x)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+LAYOUTS = {"fixed": (3, 3, 3, 3), "packed": (3, 3, 2, 1)}  # batch sizes of the steps
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("paths,post_biases,projection", [(2, False, 0), (1, True, 0), (2, False, 2), (1, True, 1)])
+def test_the_kernel_passes_float64_gradcheck(paths, post_biases, projection, layout):
+    """Its backward (float64: std::exp and std::tanh) against finite differences of its forward."""
+    torch.manual_seed(paths + 10 * projection)
+    batch_sizes, inputs, hidden = LAYOUTS[layout], 3, 4
+    width, output = paths * hidden, projection or hidden
+
+    def make(*shape):
+        return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    args = (make(sum(batch_sizes), inputs), make(4 * width, inputs), make(4 * width), make(4 * width, output),
+            make(batch_sizes[0], output), make(batch_sizes[0], width), make(width) if post_biases else None,
+            make(hidden) if post_biases else None, make(projection, hidden) if projection else None, batch_sizes,
+            None, "cpp")
+    assert torch.autograd.gradcheck(FusedLayer.apply, args)
+
+
+def kernel_activations(x):
+    """sigmoid(x) and tanh(x) as the kernel's float32 forward computes them: x as the
+    pre-activation of every gate of a one-path, zero-state step."""
+    n = x.numel()
+    gates = x.repeat(4).view(1, 4 * n).contiguous()
+    c, tanh_c, h = torch.empty(1, n), torch.empty(1, n), torch.empty(1, n)
+    elementwise.kernel_ops().gates_forward(gates, torch.zeros(1, n), c, tanh_c, h, None, None)
+    return gates[0, :n], gates[0, 3 * n :]
+
+
+def test_the_kernels_sigmoid_and_tanh_are_within_a_few_ulp_everywhere():
+    x = torch.cat([torch.linspace(-100, 100, 200_001), torch.logspace(-30, 1, 1000), -torch.logspace(-30, 1, 1000)])
+    sigmoid, tanh = kernel_activations(x)
+    exact_sigmoid, exact_tanh = torch.sigmoid(x.double()), torch.tanh(x.double())
+    ulp = torch.finfo(torch.float32).eps
+    assert ((sigmoid.double() - exact_sigmoid).abs() <= 2 * ulp * exact_sigmoid.clamp(min=2**-20)).all()
+    assert ((tanh.double() - exact_tanh).abs() <= 3 * ulp * exact_tanh.abs().clamp(min=1e-30)).all()  # relative, near 0 too
+    assert sigmoid.max() <= 1 and sigmoid.min() >= 0 and tanh.abs().max() <= 1
+
+
+def test_the_kernel_carries_nan_and_saturates_at_infinity():
+    x = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e30, -1e30])
+    sigmoid, tanh = kernel_activations(x)
+    assert sigmoid[0].isnan() and tanh[0].isnan()  # a diverged run shows in its loss
+    torch.testing.assert_close(sigmoid[1:], torch.tensor([1.0, 0.0, 1.0, 0.0]), rtol=0, atol=1e-30)
+    assert tanh[1:].tolist() == [1.0, -1.0, 1.0, -1.0]
+
+
+def test_the_kernel_runs_under_bf16_autocast_and_agrees_with_the_aten_calls_there():
+    torch.manual_seed(5)
+    core = CerebralLSTM(32, 64, batch_first=True)
+    x = torch.randn(8, 10, 32)
+    results = {}
+    for kind in ("aten", "cpp"):
+        core.elementwise = kind
+        with autocast("bf16", "cpu"):
+            results[kind] = core(x)[0]
+    core.elementwise = "cpp"
+    fp32 = core(x)[0]
+    assert results["cpp"].dtype == torch.float32
+    torch.testing.assert_close(results["cpp"], results["aten"], rtol=0, atol=2e-3)  # the GEMMs' bf16 rounding apart
+    assert not torch.equal(results["cpp"], fp32)  # bf16 ran
+
+
+def test_a_run_trains_with_the_kernel_near_the_aten_run_and_its_folder_keeps_its_choice(data_dir, tmp_path, capsys,
+                                                                                         monkeypatch):
+    calls = []  # the fused layers that ran the kernel
+    monkeypatch.setattr(fused, "kernel_ops", lambda: calls.append(1) or elementwise.kernel_ops())
+    aten = train(compose(*tiny_overrides(data_dir, tmp_path / "aten")))
+    assert calls == []
+    cpp = train(compose(*tiny_overrides(data_dir, tmp_path / "cpp", "train.elementwise=cpp")))
+    assert len(calls) == 3 * 2  # the forward of each training step: 3 steps an epoch, 2 epochs
+    assert max(abs(a - b) for a, b in zip(aten, cpp, strict=True)) < 1e-4
+    assert "elementwise cpp ->" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="train.elementwise: 'cpp' -> 'aten'"):
+        train(compose(*tiny_overrides(data_dir, tmp_path / "cpp", "train.epochs=3")))
+
+
+def test_a_saved_config_without_the_key_reads_as_the_aten_calls():
+    new = {"train": {"elementwise": "aten", "epochs": 2}}
+    assert config_differences({"train": {"epochs": 2}}, new) == []
+    assert config_differences({"train": {"epochs": 2}}, {"train": {"elementwise": "cpp", "epochs": 2}}) \
+        == ["train.elementwise: 'aten' -> 'cpp'"]
+
+
+def test_an_unknown_elementwise_choice_is_refused_before_any_work(data_dir, tmp_path):
+    with pytest.raises(ConfigError, match="train.elementwise must be aten or cpp, got 'triton'"):
+        train(compose(*tiny_overrides(data_dir, tmp_path / "run", "train.elementwise=triton")))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_kernel_that_cannot_be_built_is_one_line_before_any_work(data_dir, tmp_path, monkeypatch):
+    from torch.utils import cpp_extension
+
+    def no_compiler(**kwargs):
+        raise RuntimeError("Error building extension 'cerebral_gates': c++: command not found\nmore lines")
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(elementwise, "kernel_ops", elementwise.kernel_ops.__wrapped__)  # no cached build
+    with pytest.raises(ConfigError, match=r"could not build .*gates\.cpp \(Error building extension 'cerebral_gates': "
+                                          r"c\+\+: command not found\); it needs a C\+\+ compiler") as caught:
+        train(compose(*tiny_overrides(data_dir, tmp_path / "run", "train.elementwise=cpp")))
+    assert "\n" not in str(caught.value) and "train.elementwise=aten" in str(caught.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_kernels_results_do_not_depend_on_the_number_of_threads():
+    torch.manual_seed(7)
+    core = with_post_biases(PostBiasLSTM(16, 256, batch_first=True))  # 256 columns: split over threads
+    core.elementwise = "cpp"
+    x = torch.randn(32, 6, 16, requires_grad=True)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            results.append(outputs_and_gradients(core, x, None, "cpp"))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
