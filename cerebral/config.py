@@ -151,6 +151,9 @@ def check_config(cfg):
     need(t.sampling in SAMPLINGS, "train.sampling", " or ".join(SAMPLINGS), "random_batches")
     need(t.precision in PRECISIONS, "train.precision", " or ".join(PRECISIONS), "bf16")
     need(t.elementwise in ELEMENTWISE, "train.elementwise", " or ".join(ELEMENTWISE), "cpp")
+    if t.elementwise == "cpp" and cfg.device in DEVICES and resolve_device(cfg.device).type != "cpu":
+        problems.append(f"train.elementwise=cpp is a CPU kernel, but device={cfg.device} trains on CUDA; "
+                        "use train.elementwise=aten there (or device=cpu)")
     if t.sampling == "shuffled_pass":
         need(t.steps_per_epoch is None, "train.steps_per_epoch",
              "null with train.sampling=shuffled_pass (one pass sets it)", "null")

@@ -7,11 +7,16 @@ with `torch.utils.cpp_extension` on first use for this CPU's vector instructions
 then PyTorch's extension cache, ~/.cache/torch_extensions, holds it). The two agree to float
 rounding, not bit for bit: a run trains with one of them throughout.
 
-It applies to CPU tensors of float32 and float64 (the float64 gradcheck of the tests); the GEMMs,
-bf16 casts, CUDA and the equation-by-equation path are unchanged.
+It applies to CPU tensors of float32 and float64 (the float64 gradcheck of the tests), on CPUs
+only (`train.elementwise=cpp` with a CUDA device is refused); models without a fused core
+(`single_lstm`'s nn.LSTM, the equation-path variants) and torch.compile'd steps run as with aten.
+The GEMMs and bf16 casts are unchanged. The AVX2 and AVX512 builds contract multiply-adds into
+FMAs, a build without either does not: their bits differ.
 """
 
 import functools
+import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -49,6 +54,19 @@ def _ninja_on_path():
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
+def _cause(error):
+    """The line of a build error that says what went wrong (a compiler's "error:", a missing
+    program), not the command line cpp_extension puts first."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    telling = [line for line in lines if any(word in line for word in ("error:", "not found", "fatal", "No such file"))]
+    return (telling or lines)[0][:300]
+
+
+def _fail(cause):
+    return KernelBuildError(f"train.elementwise=cpp: could not build {SOURCE} ({cause}); it needs a C++ compiler "
+                            f"(GCC 11 or later) and ninja (`pip install ninja`), or use train.elementwise=aten")
+
+
 @functools.cache
 def kernel_ops():
     """`torch.ops.cerebral` with `gates_forward` and `gates_backward` registered, the kernel
@@ -56,15 +74,23 @@ def kernel_ops():
     from torch.utils import cpp_extension
 
     capability = torch.backends.cpu.get_cpu_capability()
+    flags = FLAGS + ARCH_FLAGS.get(capability, [])
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        raise _fail(f"no C++ compiler: {compiler!r} is not on PATH")
     _ninja_on_path()
+    # one build per source, flags and torch: checkouts and venvs sharing ~/.cache never load another's
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join([*flags, torch.__version__]).encode()).hexdigest()[:12]
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # its compiler-compatibility banner is not our one line
     try:
-        cpp_extension.load(name=f"cerebral_gates_{capability.lower()}", sources=[str(SOURCE)],
-                           extra_cflags=FLAGS + ARCH_FLAGS.get(capability, []), extra_ldflags=["-fopenmp"],
-                           is_python_module=False)
+        cpp_extension.load(name=f"cerebral_gates_{capability.lower()}_{digest}", sources=[str(SOURCE)],
+                           extra_cflags=flags, extra_ldflags=["-fopenmp"], is_python_module=False)
     except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
-        cause = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise KernelBuildError(f"train.elementwise=cpp: could not build {SOURCE} ({cause}); it needs a C++ "
-                               f"compiler (g++) and ninja (`pip install ninja`), or use train.elementwise=aten") from None
+        raise _fail(_cause(e)) from None
+    finally:
+        logger.setLevel(level)
     return torch.ops.cerebral
 
 

@@ -166,7 +166,8 @@ class FusedLayer(torch.autograd.Function):
         d_bias_hidden = h0.new_zeros(hidden) if has_bias_hidden else None
         d_h_projected = d_out.new_empty(d_out.shape) if w_hr is not None else None  # dL/dh(t) of each row
         w_hr_t = w_hr.t().contiguous() if w_hr is not None else None
-        dc_all = d_c_last.clone()  # dL/dc(t), carried back through the steps; row j = sequence j
+        # dL/dc(t), carried back through the steps; row j = sequence j
+        dc_all = d_c_last.clone(memory_format=torch.contiguous_format)
         start, size = rows[-1]
         dh = d_out[start : start + size]  # dL/dh(t) in full (autograd passes zeros for unused outputs)
         w_hh_t = w_hh.t().contiguous()  # the weight of dL/dh(t-1) = d_gates(t) @ w_hh
@@ -204,7 +205,8 @@ class FusedLayer(torch.autograd.Function):
 
 def _kernel(elementwise, gates):
     """The C++ kernel's ops where `elementwise` asks for it and it applies to these gates, or None."""
-    if elementwise == "cpp" and gates.device.type == "cpu" and gates.dtype in (torch.float32, torch.float64):
+    if (elementwise == "cpp" and gates.device.type == "cpu" and gates.dtype in (torch.float32, torch.float64)
+            and not torch.compiler.is_compiling()):  # no fake kernel for inductor's tracing
         return kernel_ops()
     return None
 

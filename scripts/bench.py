@@ -93,7 +93,7 @@ def entries(size, include_upstream=True, kernel=False):
             kernel_ops()
             made.update({f"{name} cpp": paper(name, "cpp") for name in ("stacked_lstm", "cerebral_lstm")})
         except KernelBuildError as e:
-            print(f"{e}: the cpp rows are skipped", file=sys.stderr)
+            print(f"the cpp rows are skipped: {e}", file=sys.stderr)
     if include_upstream:
         try:
             import cerebral_lstm  # noqa: F401  (test/bench-only dependency)

@@ -111,8 +111,7 @@ void backward_span(const T* __restrict i, const T* __restrict f, const T* __rest
   }
 }
 
-// The columns of H each worker takes at least: whole vectors.
-constexpr int64_t kGrain = 16;
+constexpr int64_t kGrain = 16;  // columns of H a worker takes at least
 
 template <typename T, bool kBiases>
 void forward_kernel(at::Tensor& gates, const at::Tensor& c_prev, at::Tensor& c, at::Tensor& tanh_c, at::Tensor& h,
