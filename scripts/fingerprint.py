@@ -1,4 +1,4 @@
-"""Numerics fingerprint: `python scripts/fingerprint.py [--precision fp32 bf16]`.
+"""Numerics fingerprint: `python scripts/fingerprint.py [--precision fp32 bf16] [--elementwise cpp]`.
 
 Trains each paper model for a few steps at paper size, through the training loop's own pieces
 (config, data, seeding, batch sampler, `train_step`), and prints a digest of the losses and of
@@ -16,6 +16,7 @@ import torch
 
 from cerebral import data
 from cerebral.config import compose
+from cerebral.elementwise import ELEMENTWISE, kernel_ops
 from cerebral.errors import USER_ERRORS
 from cerebral.steps import BatchSampler, device_name, keep_freed_memory, make_optimizer, train_step
 from cerebral.tasks import make_task
@@ -23,9 +24,9 @@ from cerebral.tasks import make_task
 MODELS = ("single_lstm", "stacked_lstm", "cerebral_lstm")
 
 
-def fingerprint(model_name, steps, precision):
+def fingerprint(model_name, steps, precision, elementwise="aten"):
     """(losses, digest of the losses, digest of the final parameters) after `steps` steps."""
-    cfg = compose(f"model={model_name}", f"train.precision={precision}", "device=cpu")
+    cfg = compose(f"model={model_name}", f"train.precision={precision}", f"train.elementwise={elementwise}", "device=cpu")
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(cfg.seed)
     task = make_task(cfg)
@@ -49,6 +50,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--elementwise", default="aten", choices=ELEMENTWISE,
+                        help="the fused cores' elementwise work (train.elementwise); cpp lines say so")
     args = parser.parse_args()
     paper = compose()
     one_epoch = paper.train.steps_per_epoch  # the steps are the first epoch's batches
@@ -56,14 +59,17 @@ def main():
         sys.exit(f"error: --steps must be from 1 to {one_epoch} (one epoch), got {args.steps}")
     try:
         data.load(paper.data.dir)  # missing or corrupt data: one line, before any work
+        if args.elementwise == "cpp":
+            kernel_ops()
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
     keep_freed_memory()  # as the training loop does
     print(f"{device_name(torch.device('cpu'))}, torch {torch.__version__}, {args.steps} steps at paper size")
     for precision in args.precision:
         for name in MODELS:
-            losses, loss_digest, param_digest = fingerprint(name, args.steps, precision)
-            print(f"{precision} {name:<14} losses {loss_digest}  parameters {param_digest}  "
+            losses, loss_digest, param_digest = fingerprint(name, args.steps, precision, args.elementwise)
+            label = precision if args.elementwise == "aten" else f"{precision} cpp"
+            print(f"{label} {name:<14} losses {loss_digest}  parameters {param_digest}  "
                   f"last loss {losses[-1]!r}")
 
 
