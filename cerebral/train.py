@@ -43,6 +43,7 @@ def train(cfg):
     # Deterministic kernels everywhere (docs/PROTOCOL.md, P9: scatter-add backward drifts otherwise).
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(cfg.seed)
+    rundir.check_run_dir(cfg)  # a folder that refuses this run: before the data and any kernel build
     task = make_task(cfg)  # loads (and checks) the data, then builds the model from the seed
     if cfg.train.batch_size > len(task):
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the "

@@ -158,7 +158,7 @@ def test_the_kernel_runs_under_bf16_autocast_and_agrees_with_the_aten_calls_ther
 
 
 def test_a_run_trains_with_the_kernel_near_the_aten_run_and_its_folder_keeps_its_choice(data_dir, tmp_path, capsys,
-                                                                                         kernel_calls):
+                                                                                         kernel_calls, monkeypatch):
     aten = train(compose(*tiny_overrides(data_dir, tmp_path / "aten")))
     assert kernel_calls == []
     cpp = train(compose(*tiny_overrides(data_dir, tmp_path / "cpp", "train.elementwise=cpp")))
@@ -168,6 +168,9 @@ def test_a_run_trains_with_the_kernel_near_the_aten_run_and_its_folder_keeps_its
     assert "elementwise cpp ->" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="train.elementwise: 'cpp' -> 'aten'"):
         train(compose(*tiny_overrides(data_dir, tmp_path / "cpp", "train.epochs=3")))
+    monkeypatch.setattr(elementwise, "kernel_ops", lambda: pytest.fail("built for a folder that refuses the run"))
+    with pytest.raises(ConfigError, match="train.elementwise: 'aten' -> 'cpp'"):
+        train(compose(*tiny_overrides(data_dir, tmp_path / "aten", "train.elementwise=cpp", "train.epochs=3")))
 
 
 def test_a_saved_config_without_the_key_reads_as_the_aten_calls():
