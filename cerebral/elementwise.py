@@ -79,8 +79,10 @@ def kernel_ops():
     if shutil.which(compiler) is None:
         raise _fail(f"no C++ compiler: {compiler!r} is not on PATH")
     _ninja_on_path()
-    # one build per source, flags and torch: checkouts and venvs sharing ~/.cache never load another's
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join([*flags, torch.__version__]).encode()).hexdigest()[:12]
+    # one build per checkout, source, flags and torch: checkouts and venvs sharing ~/.cache neither
+    # rebuild each other's (cpp_extension's build folder is per name) nor load another's
+    key = " ".join([str(SOURCE), *flags, torch.__version__]).encode()
+    digest = hashlib.sha256(SOURCE.read_bytes() + key).hexdigest()[:12]
     logger = logging.getLogger("torch.utils.cpp_extension")
     level = logger.level
     logger.setLevel(logging.ERROR)  # its compiler-compatibility banner is not our one line
