@@ -116,7 +116,11 @@ def multirun(data_dir, runs_dir, *overrides, timeout=300):
     return done
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+# CI runs all but the two slowest presets (make test-slow runs every one)
+SLOW_PRESETS = ("ablation_printed", "equal_size")
+
+
+@pytest.mark.parametrize("preset", [pytest.param(p, marks=pytest.mark.slow) if p in SLOW_PRESETS else p for p in PRESETS])
 def test_each_preset_runs_end_to_end_at_tiny_size(preset, data_dir, tmp_path):
     """The preset's sweep (one seed), then its figures and report from the same folder."""
     runs_dir = tmp_path / "study"
@@ -136,6 +140,7 @@ def test_each_preset_runs_end_to_end_at_tiny_size(preset, data_dir, tmp_path):
     assert set(recorded) == set(swept) and all(n > 0 for n in recorded.values())
 
 
+@pytest.mark.slow  # CI time: the joblib sweep above checks a launcher plugin
 def test_a_seed_sweep_through_submitit_local(data_dir, tmp_path):
     runs_dir = tmp_path / "sweep"
     multirun(data_dir, runs_dir, "hydra/launcher=submitit_local", "seed=0,1", "model=single_lstm",
