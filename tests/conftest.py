@@ -144,3 +144,18 @@ def serve(monkeypatch):
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """The names of the kernel's ops each fused layer called (forward, backward), in order."""
+    from cerebral import elementwise, fused
+
+    calls, ops = [], elementwise.kernel_ops()
+
+    class Counted:
+        def __getattr__(self, name):
+            op = getattr(ops, name)
+            return lambda *args: calls.append(name) or op(*args)
+    monkeypatch.setattr(fused, "kernel_ops", Counted)
+    return calls

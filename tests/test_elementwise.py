@@ -1,15 +1,15 @@
 """The C++ elementwise kernel of the fused cores (train.elementwise=cpp) against the ATen calls it
-replaces, the equations (float64 gradcheck), and the accuracy of its own exp; and the option."""
+replaces, and the accuracy of its own exp; and the option. (Its float64 gradcheck is
+tests/test_fused.py's, run with either elementwise choice.)"""
 
 import pytest
 import torch
 from conftest import tiny_overrides
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from cerebral import CerebralLSTM, PostBiasLSTM, elementwise, fused
+from cerebral import CerebralLSTM, PostBiasLSTM, elementwise
 from cerebral.config import compose, config_differences
 from cerebral.errors import ConfigError
-from cerebral.fused import FusedLayer
 from cerebral.precision import autocast
 from cerebral.train import train
 
@@ -29,19 +29,6 @@ def outputs_and_gradients(core, x, state, kind, leaf=None):
     weights = [torch.randn_like(t, generator=torch.Generator().manual_seed(i)) for i, t in enumerate(results)]
     sum((w * t).sum() for w, t in zip(weights, results, strict=True)).backward()
     return results + [p.grad for p in core.parameters()] + [t.grad for t in inputs]
-
-
-@pytest.fixture
-def kernel_calls(monkeypatch):
-    """The names of the kernel's ops each fused layer called (forward, backward), in order."""
-    calls, ops = [], elementwise.kernel_ops()
-
-    class Counted:
-        def __getattr__(self, name):
-            op = getattr(ops, name)
-            return lambda *args: calls.append(name) or op(*args)
-    monkeypatch.setattr(fused, "kernel_ops", Counted)
-    return calls
 
 
 def with_post_biases(core):
@@ -85,27 +72,6 @@ def test_the_kernel_matches_the_aten_calls_on_sequences_of_different_lengths(cls
     theirs = outputs_and_gradients(core, packed(), None, "aten", leaf=x)
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-
-
-LAYOUTS = {"fixed": (3, 3, 3, 3), "packed": (3, 3, 2, 1)}  # batch sizes of the steps
-
-
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("paths,post_biases,projection", [(2, False, 0), (1, True, 0), (2, False, 2), (1, True, 1)])
-def test_the_kernel_passes_float64_gradcheck(paths, post_biases, projection, layout, kernel_calls):
-    """Its backward (float64: std::exp and std::tanh) against finite differences of its forward."""
-    torch.manual_seed(paths + 10 * projection)
-    batch_sizes, inputs, hidden = LAYOUTS[layout], 3, 4
-    width, output = paths * hidden, projection or hidden
-
-    def make(*shape):
-        return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-    args = (make(sum(batch_sizes), inputs), make(4 * width, inputs), make(4 * width), make(4 * width, output),
-            make(batch_sizes[0], output), make(batch_sizes[0], width), make(width) if post_biases else None,
-            make(hidden) if post_biases else None, make(projection, hidden) if projection else None, batch_sizes,
-            None, "cpp")
-    assert torch.autograd.gradcheck(FusedLayer.apply, args)
-    assert "gates_forward" in kernel_calls and "gates_backward" in kernel_calls
 
 
 def kernel_activations(x):

@@ -7,6 +7,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from cerebral import CerebralLSTM
 from cerebral.config import compose
 from cerebral.cores import PostBiasLSTM
+from cerebral.elementwise import ELEMENTWISE
 from cerebral.fused import FusedLayer
 from cerebral.models import build_model
 
@@ -62,7 +63,10 @@ LAYOUTS = {"fixed": (3, 3, 3, 3), "packed": (3, 3, 2, 1)}  # batch sizes of the 
 @pytest.mark.parametrize("paths,bias,post_biases,projection",
                          [(2, False, False, 0), (2, True, False, 0), (1, False, True, 0), (1, True, False, 0),
                           (2, True, False, 1), (1, True, True, 1)])
-def test_fused_backward_gradcheck(paths, bias, post_biases, projection, layout):
+@pytest.mark.parametrize("elementwise", ELEMENTWISE)
+def test_fused_backward_gradcheck(paths, bias, post_biases, projection, layout, elementwise, kernel_calls):
+    """The backward against finite differences of the forward, in float64 (the C++ kernel's on
+    std::exp and std::tanh with elementwise=cpp)."""
     torch.manual_seed(paths + 10 * projection)
     batch_sizes, inputs, hidden = LAYOUTS[layout], 3, 2
     width, output = paths * hidden, projection or hidden
@@ -72,8 +76,9 @@ def test_fused_backward_gradcheck(paths, bias, post_biases, projection, layout):
     args = (make(sum(batch_sizes), inputs), make(4 * width, inputs), make(4 * width) if bias else None,
             make(4 * width, output), make(batch_sizes[0], output), make(batch_sizes[0], width),
             make(width) if post_biases else None, make(hidden) if post_biases else None,
-            make(projection, hidden) if projection else None, batch_sizes)
+            make(projection, hidden) if projection else None, batch_sizes, None, elementwise)
     assert torch.autograd.gradcheck(FusedLayer.apply, args)
+    assert ("gates_forward" in kernel_calls and "gates_backward" in kernel_calls) == (elementwise == "cpp")
 
 
 def test_the_paper_models_use_the_fused_path():
