@@ -311,6 +311,20 @@ def test_the_fidelity_script_writes_its_table_and_both_sides_records_where_out_s
     assert not (tiny_runs / "FIDELITY.md").exists()
 
 
+def test_the_fidelity_script_records_only_the_runs_it_compares(tiny_runs, data_dir, tmp_path):
+    """A reference folder with more models than the runs (e.g. one bf16 run against results/paper)."""
+    one_model = tmp_path / "one-model"
+    shutil.copytree(tiny_runs / "stacked_lstm", one_model / "stacked_lstm")
+    out = tmp_path / "FIDELITY.md"
+    load_script("fidelity").main(["--runs", str(one_model), "--reference", str(tiny_runs), "--data", str(data_dir),
+                                  "--out", str(out)])
+    text = out.read_text()
+    table, records = text.split("The runs (each one's last training session):", 1)
+    assert "| stacked_lstm | 3 | 0.0000 " in table
+    assert [line.split(" | ")[0] for line in records.splitlines() if line.startswith("| ") and "_lstm" in line] == \
+        ["| stacked_lstm", "| stacked_lstm"]
+
+
 @pytest.mark.parametrize("onednn_bf16", [True, False])
 def test_the_single_lstm_trains_in_bf16_whether_or_not_onednn_has_bf16_kernels(onednn_bf16, monkeypatch):
     """Without them (a CPU without AVX-512) oneDNN's LSTM refuses bf16; PyTorch's own runs it."""
