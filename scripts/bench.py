@@ -273,6 +273,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", type=Path, default=Path("results/bench.json"))
     parser.add_argument("--repeats", type=int, default=21, help="interleaved repeats of each entry (full run)")
     parser.add_argument("--size", type=int, default=512, help="state size of the main table (the paper's: 512)")
+    parser.add_argument("--batch", type=int, default=128, help="batch size of the main table (the paper's: 128)")
     parser.add_argument("--modes-only", action="store_true",
                         help="only the drop-in modes (bidirectional, packed), written into --out beside the rest")
     return parser.parse_args(argv)
@@ -280,9 +281,9 @@ def parse_args(argv=None):
 
 def paper_section(args, device, warmup, repeats):
     """The character models at paper shapes, small batches against upstream, and the scaling sweep."""
-    main_rows = run(entries(args.size, kernel=device.type == "cpu"), 128, 20, device, warmup, repeats,
+    main_rows = run(entries(args.size, kernel=device.type == "cpu"), args.batch, 20, device, warmup, repeats,
                     precisions=("fp32", "bf16"))
-    print(table(main_rows, f"Training steps (forward, backward, Adagrad) at paper shapes: batch 128, 20 characters, "
+    print(table(main_rows, f"Training steps (forward, backward, Adagrad) at paper shapes: batch {args.batch}, 20 characters, "
                            f"state {args.size}"))
     ratios, ratios_min, targets = ratio_table(main_rows, RATIOS)
     ratios["cerebral_peak_memory_vs_lstm2"] = main_rows["cerebral_lstm"]["peak_mib"] / main_rows["nn.LSTM x2"]["peak_mib"]
@@ -314,8 +315,9 @@ def paper_section(args, device, warmup, repeats):
             print(f"{size:>6}{length:>7}{c['ms_per_step']:>13.1f}{l2['ms_per_step']:>15.1f}"
                   f"{c['ms_per_step'] / l2['ms_per_step']:>7.2f}{c['gflops']:>18.1f}")
 
-    return {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(), "size": args.size,
-            "threads": torch.get_num_threads(), "quick": args.quick, "paper_shapes": main_rows,
+    return {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
+            "size": args.size, "batch": args.batch, "threads": torch.get_num_threads(), "quick": args.quick,
+            "paper_shapes": main_rows,
             "repeats": repeats, "small_batch": small_batch, "ratios": ratios, "ratios_min": ratios_min,
             "targets": targets, "scaling": scaling}
 
@@ -337,8 +339,8 @@ def modes_section(args, device, warmup, repeats):
 
 def check_args(args):
     """Exit in one line where the arguments cannot give a benchmark, before the minutes it takes."""
-    if args.repeats < 1 or args.size < 1:
-        sys.exit(f"error: --repeats and --size must be at least 1, got {args.repeats} and {args.size}")
+    if min(args.repeats, args.size, args.batch) < 1:
+        sys.exit(f"error: --repeats, --size and --batch must be at least 1, got {args.repeats}, {args.size} and {args.batch}")
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: PyTorch sees no CUDA device here; use --device cpu (or auto)")
     check_writable(args.out)

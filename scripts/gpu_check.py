@@ -49,7 +49,7 @@ def run_tests(args, env):
 def run_bench(args, env):
     command = [sys.executable, "scripts/bench.py", "--quick", "--device", args.device, "--out", str(args.out / "bench.json")]
     if args.tiny:
-        command += ["--size", "32"]
+        command += ["--size", "32", "--batch", "8"]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     print(result.stdout[-4000:], result.stderr[-2000:], sep="")
     bench = json.loads((args.out / "bench.json").read_text()) if result.returncode == 0 else {}

@@ -205,8 +205,8 @@ def test_reproduce_refuses_a_plan_it_cannot_carry_out_before_any_run_trains(over
 
 
 @pytest.mark.parametrize("args,problem", [
-    (["--size", "0"], "--repeats and --size must be at least 1, got 21 and 0"),
-    (["--repeats", "0", "--size", "8"], "--repeats and --size must be at least 1, got 0 and 8"),
+    (["--size", "0"], "--repeats, --size and --batch must be at least 1, got 21, 0 and 128"),
+    (["--repeats", "0", "--batch", "0"], "--repeats, --size and --batch must be at least 1, got 0, 8 and 0"),
     (["--out", "{tmp}"], "cannot write {tmp}: {tmp} is a folder"),
     (["--modes-only", "--out", "{tmp}/bench.json"], "{tmp}/bench.json cannot be read as a benchmark result"),
 ])
