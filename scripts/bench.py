@@ -317,9 +317,8 @@ def paper_section(args, device, warmup, repeats):
 
     return {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
             "size": args.size, "batch": args.batch, "threads": torch.get_num_threads(), "quick": args.quick,
-            "paper_shapes": main_rows,
-            "repeats": repeats, "small_batch": small_batch, "ratios": ratios, "ratios_min": ratios_min,
-            "targets": targets, "scaling": scaling}
+            "paper_shapes": main_rows, "repeats": repeats, "small_batch": small_batch, "ratios": ratios,
+            "ratios_min": ratios_min, "targets": targets, "scaling": scaling}
 
 
 def modes_section(args, device, warmup, repeats):

@@ -38,11 +38,11 @@ def main(argv=None):
     make_output_folder(out.parent)
     table = fidelity_table(fidelity(ours, reference, published), args.name, args.reference_name)
     command = shlex.join(["python", "scripts/fidelity.py", *(sys.argv[1:] if argv is None else argv)])
-    records = []  # the runs the table compares, a side's other models left out
-    for title, folder, found in ((args.name, args.runs, runs), (args.reference_name, args.reference, reference_runs)):
-        found = {model: model_runs for model, model_runs in found.items() if model in compared}
-        records.append(f"{title} ({folder}):\n\n{runs_section(found, parameter_counts(found, args.data))}")
-    records = "\n\n".join(records)
+    # the records list the compared models only
+    runs, reference_runs = ({model: found[model] for model in found if model in compared} for found in (runs, reference_runs))
+    records = "\n\n".join(f"{title} ({folder}):\n\n{runs_section(found, parameter_counts(found, args.data))}"
+                            for title, folder, found in ((args.name, args.runs, runs),
+                                                         (args.reference_name, args.reference, reference_runs)))
     text = (f"# {args.name} against {args.reference_name}\n\n`{command}`: {args.runs} against {args.reference}, "
             f"over their common epochs.\n\n{table}\n\nThe runs (each one's last training session):\n\n{records}\n")
     write_text_atomic(out, text)
