@@ -100,14 +100,14 @@ def main(argv=None):
             lines = [f"Trained from epoch {start} of {args.source} {machine()}.", "",
                      "| epoch | fp32 | bf16 | bf16 - fp32 |", "|---|---|---|---|"]
             for i, (a, b) in enumerate(zip(curves["fp32"], curves["bf16"], strict=True)):
-                lines.append(f"| {start + i} | {a:.5f} | {b:.5f} | {b - a:+.5f} |")
+                lines.append(f"| {start + i} | {a:.5f} | {b:.5f} | {b - a:+.1e} |")
             table = "\n".join(lines)
         else:
             lines = [f"Evaluated {machine()}.", "",
                      "| run | fp32 | bf16 | bf16 - fp32 |", "|---|---|---|---|"]
             for run in args.runs:
                 a, b = (fixed_batch_loss(run, precision) for precision in PRECISIONS)
-                lines.append(f"| {run} | {a:.5f} | {b:.5f} | {b - a:+.5f} |")
+                lines.append(f"| {run} | {a:.5f} | {b:.5f} | {b - a:+.1e} |")
             table = "\n".join(lines)
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
