@@ -103,7 +103,9 @@ def test_compare_without_runs_prints_the_published_column_alone(data_dir, tmp_pa
     assert (tmp_path / "results" / "REPORT.md").exists() and (tmp_path / "results" / "report.json").exists()
 
 
-def test_compare_and_figures_on_runs_write_a_reproducible_report(tiny_runs, data_dir):
+def test_compare_and_figures_on_runs_write_a_reproducible_report(tiny_runs, data_dir, tmp_path):
+    # a copy: the shared runs folder stays without outputs, as the refusal tests expect
+    tiny_runs = shutil.copytree(tiny_runs, tmp_path / "runs")
     plot = run_script("scripts/plot.py", "--runs", str(tiny_runs), "--data", str(data_dir))
     assert plot.returncode == 0, plot.stderr
     first = run_script("scripts/compare.py", "--runs", str(tiny_runs), "--data", str(data_dir))
