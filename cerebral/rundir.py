@@ -8,7 +8,7 @@ it; the comparison, the figures and sampling read through it.
                          costs one epoch, not the run
     loss.txt             the per-epoch training loss in the published format (cerebral.losslog)
     metrics.csv          epoch, train_loss, seconds, chars_per_second, then the task's columns
-    run.json             the parameter count, and per session: device, versions, precision,
+    run.json             the parameter count, and per session: device, thread count, versions, precision,
                          commit and the command as a user types it
     sample.json          a generated text and the settings that produced it
     loss.recorded.txt    only where epochs trained again did not repeat the recorded ones
@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -33,7 +34,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cerebral.atomic import atomic_path, nearest_existing, write_text_atomic
-from cerebral.config import RESUMABLE_KEYS, complete, config_differences
+from cerebral.config import RESUMABLE_KEYS, complete, config_differences, resolve_device
 from cerebral.errors import CheckpointError, ConfigError
 from cerebral.losslog import read_losses, write_losses
 from cerebral.steps import cpu_features, device_name
@@ -111,7 +112,7 @@ def check_run_dir(cfg):
     nearest = nearest_existing(run_dir)
     if not nearest.is_dir():
         raise ConfigError(f"out_dir={run_dir} cannot be a folder: {nearest} is a file; use another out_dir=PATH")
-    read_record(run_dir)
+    record = read_record(run_dir)
     saved = read_config(run_dir)
     differences = config_differences(saved, OmegaConf.to_container(cfg, resolve=True)) if saved else []
     if differences:
@@ -119,6 +120,21 @@ def check_run_dir(cfg):
             f"{run_dir} holds a run with another configuration:\n  " + "\n  ".join(differences)
             + f"\nOnly {', '.join(RESUMABLE_KEYS)} may change when resuming. Use another out_dir=PATH, "
             "or delete the folder to start over.")
+    last = recorded_threads(record["sessions"][-1]) if record.get("sessions") else None
+    threads = torch.get_num_threads()
+    if last is not None and last != threads and resolve_device(cfg.device).type == "cpu":
+        raise ConfigError(f"{run_dir} trained its last session on {last} CPU threads and this process has {threads}; "
+                          f"results may depend on the thread count, as on the precision: resume with "
+                          f"OMP_NUM_THREADS={last}, or use another out_dir=PATH")
+
+
+def recorded_threads(session):
+    """The CPU threads a run.json session trained with: its "threads", or in records older than
+    that field the end of its device line ("AMD EPYC, 2 threads"); None for a GPU session."""
+    if "threads" in session:
+        return session["threads"]
+    found = re.search(r", (\d+) threads$", session.get("device", ""))
+    return int(found.group(1)) if found else None
 
 
 def open_run(cfg):
@@ -156,7 +172,7 @@ def read_record(run_dir):
 
 def record_session(run_dir, cfg, device, parameters, commit):
     """Save the resolved config, and append this process's device (on a CPU with its family, model
-    and bf16 flags: cpu_features), versions, precision, commit
+    and bf16 flags, cpu_features, and its thread count), versions, precision, commit
     (of the code it runs) and command to run.json (one entry per session that trains), with the
     model's parameter count."""
     write_text_atomic(run_dir / CONFIG, OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)))
@@ -164,7 +180,8 @@ def record_session(run_dir, cfg, device, parameters, commit):
     record["parameters"] = parameters
     record["sessions"].append({
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": device_name(device), **({"cpu": cpu_features()} if device.type == "cpu" else {}),
+        "device": device_name(device),
+        **({"cpu": cpu_features(), "threads": torch.get_num_threads()} if device.type == "cpu" else {}),
         "torch": torch.__version__,
         "python": platform.python_version(), "git_commit": commit, "precision": cfg.train.precision,
         "command": command_line(),

@@ -12,6 +12,9 @@ Run it on an otherwise idle machine: two processes sharing two cores make every 
 Writes results/bench.json with the device, versions and the ratios.
 """
 
+import cerebral  # noqa: F401  first: it sets OpenMP's wait policy before torch loads
+
+# isort: split
 import argparse
 import json
 import platform

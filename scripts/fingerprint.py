@@ -8,6 +8,9 @@ Bit patterns depend on the CPU and on the oneDNN kernels it picks, so CI does no
 compare outputs made on the same machine.
 """
 
+import cerebral  # noqa: F401  first: it sets OpenMP's wait policy before torch loads
+
+# isort: split
 import argparse
 import hashlib
 import sys

@@ -10,6 +10,9 @@ curves and their difference. `evaluate` computes each run's loss on the same fix
 (OUT/LATE.md for continue; with --out, OUT/EVALUATE.md for evaluate).
 """
 
+import cerebral  # noqa: F401  first: it sets OpenMP's wait policy before torch loads
+
+# isort: split
 import argparse
 import shutil
 import sys

@@ -6,6 +6,9 @@ epochs, as its published file, because claim C5 (it needs ~678 epochs to reach C
 500-epoch loss) rests on them; ARGS come last, so `train.epochs=20` shortens every run.
 """
 
+import cerebral  # noqa: F401  first: it sets OpenMP's wait policy before torch loads
+
+# isort: split
 import argparse
 import statistics
 import sys
