@@ -24,6 +24,8 @@ OPTIMIZERS = ("adagrad", "adam")
 
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# ${mul:2,${model.state_size}} in a config: lstmp's cell count follows the state size
+OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
 
 
 def compose(*overrides):
@@ -140,6 +142,10 @@ def check_config(cfg):
          "false unless model.core is " + " or ".join(CEREBRAL_CORES) + " (it ties the two Cerebral paths)", "false")
     need(m.init in INITS, "model.init", " or ".join(INITS), "tf_xavier")
     need(_is_int(m.xavier_stack) and m.xavier_stack > 0, "model.xavier_stack", "a positive integer", 4)
+    need(m.cells is None or (_is_int(m.cells) and _is_int(m.state_size) and m.cells > m.state_size),
+         "model.cells", f"null or an integer above model.state_size ({m.state_size}), the cells it projects from",
+         "1024")
+    need(m.cells is None or m.core == "lstm", "model.cells", "null unless model.core=lstm (a projected LSTM)", "null")
     need(_is_number(m.dropout) and 0 <= m.dropout < 1, "model.dropout", "a number in [0, 1)", 0.0)
     task = cfg.task.name
     need(task in TASKS, "task.name", " or ".join(TASKS), "charlm")
@@ -188,7 +194,7 @@ def resolve_device(name):
 # config without one of them reads as having that value, so older runs still resume.
 ADDED_KEYS = {"task.name": "charlm", "data.val_fraction": 0.0, "model.tie_init": False,
               "optim.lr_decay_every": None, "optim.lr_decay_factor": 0.1, "train.precision": "fp32",
-              "model.bidirectional": False, "data.padding": "left", "train.elementwise": "aten"}
+              "model.bidirectional": False, "data.padding": "left", "train.elementwise": "aten", "model.cells": None}
 
 
 def complete(saved):

@@ -67,10 +67,15 @@ def novo_lstm_update(gates, c_prev, norm_weight, norm_bias):
 
 def post_bias_lstm_update(gates, c_prev, bias_cell, bias_hidden):
     """One LSTM step with learned biases after the activations (docs/PROTOCOL.md, P7):
-    c = f * c(t-1) + i * g + b_c,  h = o * tanh(c) + b_h.  Gate order i, f, o, g (the TF code's)."""
+    c = f * c(t-1) + i * g + b_c,  h = o * tanh(c) + b_h (None: no such bias, nn.LSTM's step).
+    Gate order i, f, o, g (the TF code's)."""
     i, f, o, g = gates.chunk(4, dim=-1)
-    c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g) + bias_cell
-    h = torch.sigmoid(o) * torch.tanh(c) + bias_hidden
+    c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)
+    if bias_cell is not None:
+        c = c + bias_cell
+    h = torch.sigmoid(o) * torch.tanh(c)
+    if bias_hidden is not None:
+        h = h + bias_hidden
     return h, (c,)
 
 
@@ -331,6 +336,10 @@ class CerebralLSTM(_GatedRecurrence):
     With `proj_size` = R > 0, as in nn.LSTM's projected LSTM: h(t) = W_hr (U_o * tanh(U_c(t)) +
     L_o * tanh(L_c(t))), h of width R (the cell states keep width H).
 
+    The same function is an `nn.LSTM` of 2H cells [upper; lower] whose projection is fixed to
+    [I I] (R = H) or [W_hr W_hr]: `to_lstm()` and `from_lstm()` convert (docs/MODELS.md, "What
+    the Cerebral LSTM is").
+
     A drop-in replacement for `nn.LSTM`: the same arguments (`bidirectional`, `proj_size`,
     `device` and `dtype` included), `PackedSequence` input, and `flatten_parameters()`. Shapes,
     with L = num_layers, D = 2 if bidirectional else 1, B = batch, T = time steps, H =
@@ -402,6 +411,56 @@ class CerebralLSTM(_GatedRecurrence):
         return module
 
     @torch.no_grad()
+    def to_lstm(self):
+        """The nn.LSTM with this core's function: 2H cells, the upper path's then the lower's in each
+        gate block (gate blocks reordered to nn.LSTM's i, f, g, o), and as `weight_hr` the fixed
+        projection [I I], or [W_hr W_hr] with proj_size R. Its cell state is ours with
+        `stacked_state=True`. A copy: training it does not train this core."""
+        weight = self.weight_ih_l0
+        lstm = nn.LSTM(self.input_size, 2 * self.hidden_size, self.num_layers, self.bias, self.batch_first, self.dropout,
+                       self.bidirectional, self.proj_size or self.hidden_size, device=weight.device, dtype=weight.dtype)
+        identity = torch.eye(self.hidden_size, device=weight.device, dtype=weight.dtype)
+        for name, p in lstm.named_parameters():
+            if name.startswith("weight_hr"):
+                half = getattr(self, name) if self.proj_size else identity
+                p.copy_(torch.cat([half, half], dim=1))
+            else:
+                p.copy_(_swap_g_and_o(getattr(self, name)))
+        return lstm
+
+    @classmethod
+    @torch.no_grad()
+    def from_lstm(cls, lstm):
+        """The CerebralLSTM with `lstm`'s function, where `lstm` is one `to_lstm` can give: 2H
+        cells and in every layer a projection of two equal halves, each the identity (R = H, our
+        proj_size 0) or a matrix W of R < H rows (our weight_hr). ValueError naming the cause
+        for any other."""
+        def refuse(problem):
+            return ValueError(f"CerebralLSTM.from_lstm: {problem}; only an nn.LSTM of 2H cells whose weight_hr is "
+                              "[I I] or [W W] (W with fewer than H rows) is a Cerebral LSTM (CerebralLSTM.to_lstm)")
+
+        if not lstm.proj_size:
+            raise refuse("the LSTM has no projection (proj_size=0), and its h is not a sum of two paths")
+        if lstm.hidden_size % 2:
+            raise refuse(f"its hidden_size {lstm.hidden_size} is odd, so its cells do not split into two paths")
+        hidden = lstm.hidden_size // 2
+        if lstm.proj_size > hidden:
+            raise refuse(f"its projection (proj_size {lstm.proj_size}) is wider than the {hidden} cells of a path")
+        halves = {name: p.chunk(2, dim=1) for name, p in lstm.named_parameters() if name.startswith("weight_hr")}
+        for name, (left, right) in halves.items():
+            if not torch.equal(left, right):
+                raise refuse(f"{name} is not two equal halves")
+            if lstm.proj_size == hidden and not torch.equal(left, torch.eye(hidden, dtype=left.dtype, device=left.device)):
+                raise refuse(f"{name}'s halves are not the identity, which a projection as wide as a path must be")
+        weight = lstm.weight_ih_l0
+        core = cls(lstm.input_size, hidden, lstm.num_layers, lstm.bias, lstm.batch_first, lstm.dropout,
+                   lstm.bidirectional, lstm.proj_size if lstm.proj_size < hidden else 0,
+                   device=weight.device, dtype=weight.dtype)
+        for name, p in core.named_parameters():
+            p.copy_(halves[name][0] if name.startswith("weight_hr") else _swap_g_and_o(getattr(lstm, name)))
+        return core
+
+    @torch.no_grad()
     def tie_paths_(self):
         """Make the lower path an exact copy of the upper one (the paper's Section 4.1 ablation,
         "identical initial values"): both paths then get identical gradients and stay equal."""
@@ -466,18 +525,23 @@ class PostBiasLSTM(_GatedRecurrence):
     with c (L*D, B, H). Parameters per layer k: `weight_ih_lk` (4H, in_k), `weight_hh_lk` (4H, R),
     with bias `bias_ih_lk`, `bias_hh_lk` (4H), in gate blocks i, f, o, g (nn.LSTM: i, f, g, o),
     with proj_size `weight_hr_lk` (R, H); the post-activation biases `bias_cell_lk` and
-    `bias_hidden_lk` (H)."""
+    `bias_hidden_lk` (H). With `post_bias=False` there are none: `nn.LSTM`'s function and
+    parameters, on the fused path (the learned-projection baselines train on it)."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None):
+                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None, *, post_bias=True):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          proj_size, device, dtype)
-        for k in self._layer_keys():
-            setattr(self, f"bias_cell_l{k}", nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype)))
-            setattr(self, f"bias_hidden_l{k}", nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype)))
-        self.reset_parameters()
+        self.post_bias = post_bias
+        if post_bias:
+            for k in self._layer_keys():
+                setattr(self, f"bias_cell_l{k}", nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype)))
+                setattr(self, f"bias_hidden_l{k}", nn.Parameter(torch.empty(hidden_size, device=device, dtype=dtype)))
+            self.reset_parameters()
 
     def _post_biases(self, k):
+        if not self.post_bias:
+            return None, None
         return getattr(self, f"bias_cell_l{k}"), getattr(self, f"bias_hidden_l{k}")
 
     def _lstm_names(self):
@@ -495,17 +559,18 @@ class PostBiasLSTM(_GatedRecurrence):
             getattr(target, name).copy_(value if name.startswith("weight_hr") else _swap_g_and_o(value))
 
     @classmethod
-    def from_lstm(cls, lstm):
+    def from_lstm(cls, lstm, post_bias=True):
         """The PostBiasLSTM that computes exactly `lstm`'s function: its weights with the gate
-        blocks reordered from nn.LSTM's i, f, g, o to i, f, o, g, and zero post-activation biases."""
+        blocks reordered from nn.LSTM's i, f, g, o to i, f, o, g, and zero post-activation biases
+        (or none, with post_bias=False)."""
         weight = lstm.weight_ih_l0
         core = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias, lstm.batch_first, lstm.dropout,
-                   lstm.bidirectional, lstm.proj_size, device=weight.device, dtype=weight.dtype)
+                   lstm.bidirectional, lstm.proj_size, device=weight.device, dtype=weight.dtype, post_bias=post_bias)
         core._copy_lstm_parameters(lstm, core)
         with torch.no_grad():
-            for k in core._layer_keys():
-                getattr(core, f"bias_cell_l{k}").zero_()
-                getattr(core, f"bias_hidden_l{k}").zero_()
+            for name, p in core.named_parameters():
+                if name.startswith(("bias_cell", "bias_hidden")):
+                    p.zero_()
         return core
 
     def to_lstm(self):
@@ -523,6 +588,9 @@ class PostBiasLSTM(_GatedRecurrence):
 
     def step(self, gates, cells, layer):
         return post_bias_lstm_update(gates, *cells, *self._post_biases(layer))
+
+    def extra_repr(self):
+        return super().extra_repr() + ("" if self.post_bias else ", post_bias=False")
 
 
 class NovoLSTM(_GatedRecurrence):

@@ -19,15 +19,17 @@ INITS = ("tf_xavier", "torch")
 
 
 class CharRNN(nn.Module):
-    """A learned embedding of size `hidden_size` (no one-hot), a recurrent core, and a linear
-    layer with bias over the vocabulary (docs/PROTOCOL.md, P3). Token ids (B, T) in, batch-first;
-    out the logits (B, T, vocab_size), in fp32 also under bf16 autocast, and the core's state."""
+    """A learned embedding of the core's output width (`proj_size`, else `hidden_size`; no
+    one-hot), a recurrent core, and a linear layer with bias over the vocabulary (docs/PROTOCOL.md,
+    P3). Token ids (B, T) in, batch-first; out the logits (B, T, vocab_size), in fp32 also under
+    bf16 autocast, and the core's state."""
 
     def __init__(self, vocab_size, core):
         super().__init__()
-        self.embedding = nn.Embedding(vocab_size, core.hidden_size)
+        width = getattr(core, "proj_size", 0) or core.hidden_size
+        self.embedding = nn.Embedding(vocab_size, width)
         self.core = core
-        self.head = nn.Linear(core.hidden_size, vocab_size)
+        self.head = nn.Linear(width, vocab_size)
 
     def forward(self, tokens, state=None):
         inputs = self.embedding(tokens)
@@ -48,15 +50,16 @@ def tf_xavier_init_(model, xavier_stack):
 
     Gate weights are uniform in +-tf_xavier_bound(fan_in, hidden, xavier_stack), where
     `xavier_stack` is the number of gate matrices TF stored in one tensor ([4, 512, 512] for the
-    single LSTM and for each Cerebral path, [2, 4, 512, 512] for the two-stacked LSTM); the
-    embedding and the head are plain 2-D Xavier; every bias starts at zero.
+    single LSTM and for each Cerebral path, [2, 4, 512, 512] for the two-stacked LSTM, [4, 512, 1024]
+    for `lstmp`); the embedding, the head and a projection `weight_hr` are plain 2-D Xavier; every
+    bias starts at zero.
     """
     hidden = model.core.hidden_size
     for name, p in model.named_parameters():
-        if name.startswith("core.weight_"):
-            bound = tf_xavier_bound(p.shape[1], hidden, xavier_stack)
-        elif name in ("embedding.weight", "head.weight"):
+        if name.startswith("core.weight_hr") or name in ("embedding.weight", "head.weight"):
             bound = tf_xavier_bound(*p.shape)
+        elif name.startswith("core.weight_"):
+            bound = tf_xavier_bound(p.shape[1], hidden, xavier_stack)
         else:
             if "bias" in name:
                 nn.init.zeros_(p)
@@ -74,6 +77,8 @@ def build_core(cfg, input_size):
         return CerebralLSTMPrinted(input_size, size, layers, **options)
     if cfg.core == "novo":
         return NovoLSTM(input_size, size, layers, **options)
+    if cfg.cells:  # LSTMP on our fused path, which trains it faster than nn.LSTM's (docs/PERFORMANCE.md)
+        return PostBiasLSTM(input_size, cfg.cells, layers, proj_size=size, post_bias=cfg.post_bias, **options)
     if cfg.post_bias:
         return PostBiasLSTM(input_size, size, layers, **options)
     return nn.LSTM(input_size, size, layers, **options)

@@ -1,11 +1,12 @@
 """Training-step benchmark, measured side by side in one run: `make bench` (`--quick`: < 1 minute).
 
 Each entry is the same character model (embedding -> core -> head, Adagrad) with only the core
-swapped: our three paper models, `torch.nn.LSTM` with one and two layers, and the upstream
-`cerebral-lstm` package; on a CPU also our two fused models with `train.elementwise=cpp` (the
-"cpp" rows); at paper shapes each of ours and `nn.LSTM` also runs in bf16, through the training
-loop's own step (`train_step(..., precision="bf16")`). Warm-up, then repeats interleaved
-across entries; median, minimum and spread, and every ratio from the medians and from the minima.
+swapped: our three paper models, `torch.nn.LSTM` with one and two layers, the learned-projection
+baseline `lstmp` on our fused core and on `nn.LSTM`, and the upstream `cerebral-lstm` package; on
+a CPU also our two fused models with `train.elementwise=cpp` (the "cpp" rows); at paper shapes
+each of ours and `nn.LSTM` also runs in bf16, through the training loop's own step
+(`train_step(..., precision="bf16")`). Warm-up, then repeats interleaved across entries; median,
+minimum and spread, and every ratio from the medians and from the minima.
 A last section times the drop-in modes, the core alone in fp32: bidirectional cores, and a
 packed batch of variable lengths against nn.LSTM packed and padded (`--modes-only`: just that).
 Run it on an otherwise idle machine: two processes sharing two cores make every ratio meaningless.
@@ -59,6 +60,9 @@ RATIOS = {
     "lstm2_bf16_vs_lstm2": ("nn.LSTM x2 bf16", "nn.LSTM x2", None),
     "cerebral_bf16_vs_cerebral": ("cerebral_lstm bf16", "cerebral_lstm", None),
     "upstream_vs_cerebral": ("upstream", "cerebral_lstm", None),
+    "lstmp_vs_lstmp_nn_lstm": ("lstmp", "lstmp nn.LSTM", None),
+    "lstmp_bf16_vs_lstmp_nn_lstm_bf16": ("lstmp bf16", "lstmp nn.LSTM bf16", None),
+    "lstmp_vs_cerebral": ("lstmp", "cerebral_lstm", None),
 }
 
 
@@ -90,6 +94,9 @@ def entries(size, include_upstream=True, kernel=False):
         "cerebral_lstm": paper("cerebral_lstm"),
         "nn.LSTM x1": lambda: CharRNN(VOCAB, nn.LSTM(size, size, 1, batch_first=True)),
         "nn.LSTM x2": lambda: CharRNN(VOCAB, nn.LSTM(size, size, 2, batch_first=True)),
+        # the learned-projection baseline on our fused core, and on nn.LSTM's (PyTorch's own kernel: oneDNN has none)
+        "lstmp": paper("lstmp"),
+        "lstmp nn.LSTM": lambda: CharRNN(VOCAB, nn.LSTM(size, 2 * size, bias=False, batch_first=True, proj_size=size)),
     }
     if kernel:
         try:
@@ -106,20 +113,11 @@ def entries(size, include_upstream=True, kernel=False):
     return made
 
 
-def gate_units(model):
-    """Gate pre-activations per layer, in units of the state size, and the number of layers."""
-    core = model.core
-    if isinstance(core, UpstreamCore):
-        return 8, 1
-    return getattr(core, "num_gates", 4), core.num_layers
-
-
 def step_flops(model, batch, seq_len):
-    """Multiply-adds x 2 of forward (recurrent cores and head), x 3 for forward plus backward."""
-    size = model.core.hidden_size
-    gates, layers = gate_units(model)
-    core = layers * 2 * batch * seq_len * (2 * size) * gates * size
-    head = 2 * batch * seq_len * size * VOCAB
+    """Multiply-adds x 2 of forward (each weight matrix of the core once per character, and the
+    head), x 3 for forward plus backward."""
+    core = 2 * batch * seq_len * sum(p.numel() for p in model.core.parameters() if p.dim() == 2)
+    head = 2 * batch * seq_len * model.head.weight.numel()
     return 3 * (core + head)
 
 

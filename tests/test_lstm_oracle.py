@@ -62,6 +62,24 @@ def test_post_bias_lstm_from_nn_lstm_matches_it_in_outputs_states_and_every_grad
                    proj_size=proj_size)
     core = PostBiasLSTM.from_lstm(lstm)
     core.fused = fused
+    check_against_lstm(lstm, core, kind, batch_first)
+
+
+@pytest.mark.parametrize("layers,bidirectional,proj_size,kind,fused",
+                         list(itertools.product([1, 2], [False, True], [0, PROJECTION], INPUTS, [True, False])))
+def test_post_bias_lstm_without_post_biases_is_nn_lstm(layers, bidirectional, proj_size, kind, fused):
+    """post_bias=False (the learned-projection baselines' core): nn.LSTM's parameters and function."""
+    torch.manual_seed(layers + 5 * bidirectional)
+    lstm = nn.LSTM(FEATURES, HIDDEN, layers, bias=False, bidirectional=bidirectional, proj_size=proj_size)
+    core = PostBiasLSTM.from_lstm(lstm, post_bias=False)
+    core.fused = fused
+    assert sorted(n for n, _ in core.named_parameters()) == sorted(n for n, _ in lstm.named_parameters())
+    check_against_lstm(lstm, core, kind, batch_first=False)
+
+
+def check_against_lstm(lstm, core, kind, batch_first):
+    """Outputs, final states and the gradients of the input, the state and every parameter of
+    `core` (converted from `lstm`) against `lstm`'s, within 1e-5."""
     results = {}
     for name, module in (("lstm", lstm), ("ours", core)):
         generator = torch.Generator().manual_seed(7)  # the same input and state for both
