@@ -5,9 +5,13 @@ tell; `value` is the number the claim is about; `text` says it in words. The rul
 are stated in RULES, so a reader can disagree with them openly.
 """
 
+import math
 from dataclasses import asdict, dataclass
+from statistics import mean, stdev
 
-from cerebral.curves import MODELS
+from scipy.stats import t
+
+from cerebral.curves import MODELS, seeds_of
 
 PAPER_EPOCHS = 500
 STACKED_EPOCHS = 791  # the published two-stacked file runs on to find where it reaches Cerebral
@@ -28,6 +32,20 @@ RULES = {
     "C4": "the loss at epoch index 499 is within 0.02 of 0.3979",
     "C5": "the first epoch where two-stacked <= Cerebral's loss at index 499 lies in 610-746 (678 +- 10%)",
 }
+
+NUMBERS = {  # what each claim's `value` counts, for the table of each seed's numbers
+    "C1": "epochs of 0-499 with Cerebral >= single",
+    "C2": "last epoch of 0-499 with two-stacked >= single",
+    "C3": "first epoch from which Cerebral stays below two-stacked",
+    "C4": "Cerebral's loss at index 499",
+    "C5": "first epoch with two-stacked <= that seed's Cerebral loss at index 499",
+}
+# claim -> (model, other model, epochs): the difference model - other, positive where the claim holds
+MARGINS = {"C1": ("single_lstm", "cerebral_lstm", (100, 250, 499)),
+           "C2": ("single_lstm", "stacked_lstm", (300, 400, 499)),
+           "C3": ("stacked_lstm", "cerebral_lstm", (100, 250, 499))}
+INTERVAL = ("mean of the per-seed differences ± t(0.975, n−1)·SD/√n; with 3 seeds a bootstrap has only 10 distinct "
+            "resamples, so the t-interval is used")
 
 
 @dataclass
@@ -121,11 +139,52 @@ def judge_all(curves):
     return {claim: judge(curves) for claim, judge in JUDGES.items()}
 
 
+def seed_curves(runs, seed):
+    """{model: losses} of one seed ({model: [Run]} in): seed k of every model draws the same batches."""
+    return {m: r.losses for m, rs in runs.items() for r in rs if r.seed == seed}
+
+
 def judge_per_seed(runs):
     """seed -> the verdicts on that seed's curves ({model: [Run]} in, every seed any model has)."""
-    seeds = sorted({r.seed for model_runs in runs.values() for r in model_runs})
-    return {seed: judge_all({m: r.losses for m, rs in runs.items() for r in rs if r.seed == seed})
-            for seed in seeds}
+    return {seed: judge_all(seed_curves(runs, seed)) for seed in seeds_of(runs)}
+
+
+def mean_sd(values):
+    """(mean, sample SD) of the numbers; the SD is None for fewer than two numbers, both for none."""
+    if not values:
+        return None, None
+    return mean(values), stdev(values) if len(values) > 1 else None
+
+
+def t_interval(values):
+    """(mean, half-width t(0.975, n-1)·SD/√n of its 95% interval); the half-width is None for one number:
+    with 3 seeds a bootstrap has only 10 distinct resamples."""
+    centre, sd = mean_sd(values)
+    return centre, None if sd is None else t.ppf(0.975, len(values) - 1) * sd / math.sqrt(len(values))
+
+
+def claim_values(per_seed):
+    """claim -> each seed's number (its verdict's value; None where not judgeable yet) with their mean and SD."""
+    rows = {}
+    for claim in CLAIMS:
+        values = {seed: v[claim].value if v[claim].holds is not None else None for seed, v in per_seed.items()}
+        centre, sd = mean_sd([x for x in values.values() if x is not None])
+        rows[claim] = {"per_seed": values, "mean": centre, "sd": sd}
+    return rows
+
+
+def margins(runs):
+    """claim -> epoch -> the differences of MARGINS paired by seed, over the seeds whose two curves reach
+    that epoch, with their mean and t half-width; an epoch no seed reaches is left out."""
+    rows, by_seed = {}, {seed: seed_curves(runs, seed) for seed in seeds_of(runs)}
+    for claim, (model, other, epochs) in MARGINS.items():
+        for epoch in epochs:
+            diffs = {seed: c[model][epoch] - c[other][epoch] for seed, c in by_seed.items()
+                     if len(c.get(model, ())) > epoch and len(c.get(other, ())) > epoch}
+            if diffs:
+                centre, half = t_interval(list(diffs.values()))
+                rows.setdefault(claim, {})[epoch] = {"per_seed": diffs, "mean": centre, "half_width": half}
+    return rows
 
 
 def seed_counts(per_seed):
@@ -140,6 +199,14 @@ def seed_counts(per_seed):
     return counts
 
 
+def distance(ours, published):
+    """Over the epochs both curves have: the mean and the largest |ours - published|, with its epoch."""
+    n = min(len(ours), len(published))
+    diffs = [abs(a - b) for a, b in zip(ours[:n], published[:n], strict=True)]
+    return {"common_epochs": n, "mean_abs_diff": sum(diffs) / n, "max_abs_diff": max(diffs),
+            "max_abs_diff_epoch": diffs.index(max(diffs))}
+
+
 def curve_stats(ours, published):
     """Per model: distance to the published curve over the common epochs, the final-loss ratio
     (ours / published at the last common epoch) and the epochs needed to reach each of LEVELS."""
@@ -148,10 +215,8 @@ def curve_stats(ours, published):
         o, p = ours.get(model), published.get(model)
         row = {"epochs_ours": len(o) if o else 0, "epochs_published": len(p) if p else 0}
         if o and p:
-            n = min(len(o), len(p))
-            diffs = [abs(a - b) for a, b in zip(o[:n], p[:n], strict=True)]
-            row.update(common_epochs=n, mean_abs_diff=sum(diffs) / n, max_abs_diff=max(diffs),
-                       max_abs_diff_epoch=diffs.index(max(diffs)), final_ratio=o[n - 1] / p[n - 1])
+            row.update(distance(o, p))
+            row["final_ratio"] = o[row["common_epochs"] - 1] / p[row["common_epochs"] - 1]
         for name, curve in (("ours", o), ("published", p)):
             if curve:
                 row[f"epochs_to_reach_{name}"] = {str(level): first_at_or_below(curve, level) for level in LEVELS}

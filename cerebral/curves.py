@@ -18,11 +18,12 @@ from cerebral.losslog import read_losses
 MODELS = ("single_lstm", "stacked_lstm", "cerebral_lstm")  # the paper's three
 LABELS = {"single_lstm": "single LSTM", "stacked_lstm": "two-stacked LSTM", "cerebral_lstm": "Cerebral LSTM",
           "single_lstm_matched": "single LSTM, Cerebral's size", "cerebral_lstm_tied": "Cerebral LSTM, tied init",
-          "cerebral_lstm_printed": "Cerebral LSTM, printed cell", "novo_lstm": "NovoLSTM"}
+          "cerebral_lstm_printed": "Cerebral LSTM, printed cell", "novo_lstm": "NovoLSTM",
+          "lstmp": "LSTMP, learned projection", "lstmp_matched": "LSTMP, Cerebral's size"}
 DEFAULT_RUNS = Path("results/runs")
 COLORS = {"single_lstm": "tab:blue", "stacked_lstm": "tab:orange", "cerebral_lstm": "tab:green",
           "single_lstm_matched": "tab:purple", "cerebral_lstm_tied": "tab:olive",
-          "cerebral_lstm_printed": "tab:red", "novo_lstm": "tab:brown"}
+          "cerebral_lstm_printed": "tab:red", "novo_lstm": "tab:brown", "lstmp": "tab:pink", "lstmp_matched": "tab:cyan"}
 
 
 def label(model):
@@ -109,6 +110,11 @@ def find_runs(runs_dir):
             found.setdefault(model, []).append(load_run(loss_file.parent, model, int(seed)))
     order = [m for m in MODELS if m in found] + sorted(m for m in found if m not in MODELS)
     return {m: sorted(found[m], key=lambda r: r.seed) for m in order}
+
+
+def seeds_of(runs):
+    """The seeds any model of {model: [Run]} has, in order."""
+    return sorted({run.seed for model_runs in runs.values() for run in model_runs})
 
 
 def _aligned(runs, column):

@@ -1,8 +1,9 @@
 """The comparison report of a runs folder (`make compare RUNS=DIR`, `scripts/compare.py`).
 
 For the character models: the paper's claims judged on the published curves and on our runs,
-each run's record (device, precision, seed, commit, settings, wall time), the distance to the
-published curves, held-out loss, figures and generated text. For a folder of classification runs
+each run's record (device, precision, seed, commit, settings, wall time), each claim's number and
+margins seed by seed, the distance to the published curves (also per seed) and between seeds,
+held-out loss, figures and generated text. For a folder of classification runs
 (task=digits|mnist|imdb): test accuracy per core and seed. Everything in the report comes from the
 runs' own files except the one "Generated" line, so re-running it on committed runs reproduces it.
 """
@@ -18,13 +19,18 @@ from cerebral import claims
 from cerebral import data as chardata
 from cerebral.atomic import write_text_atomic
 from cerebral.config import complete
-from cerebral.curves import band, find_runs, label, load_comparison, make_output_folder, mean_curve, run_task
+from cerebral.curves import band, find_runs, label, load_comparison, make_output_folder, mean_curve, run_task, seeds_of
 from cerebral.models import build_model, parameter_count
 from cerebral.plots import FIGURES
 
 
 def fmt(value, digits=4):
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def fmt_float(value, digits):
+    """A number with `digits` decimals even where it is an int (a mean of epochs), "-" for None."""
+    return fmt(None if value is None else float(value), digits)
 
 
 def generated(runs_dir):
@@ -107,16 +113,36 @@ def held_out(runs):
             rows[model] = {"epochs": len(curve), "seeds": len(model_runs), "final": curve[-1], "final_min": min(finals),
                            "final_max": max(finals), "final_bpc": curve[-1] / math.log(2), "best_epoch": best,
                            "best": curve[best], "train_final": mean_curve(model_runs)[len(curve) - 1]}
+            rows[model]["gap"] = rows[model]["final"] - rows[model]["train_final"]
     return rows
 
 
 def held_out_section(rows):
     lines = ["| model | seeds | epochs | held-out loss, last epoch (min-max) | bits/char | training loss, last epoch | "
-             "best held-out (epoch) |", "|---|---|---|---|---|---|---|"]
+             "held-out - training, last epoch | best held-out (epoch) |", "|---|---|---|---|---|---|---|---|"]
     for model, r in rows.items():
         lines.append(f"| {model} | {r['seeds']} | {r['epochs']} | {r['final']:.4f} ({r['final_min']:.4f}-{r['final_max']:.4f}) "
-                     f"| {r['final_bpc']:.4f} | {r['train_final']:.4f} | {r['best']:.4f} ({r['best_epoch']}) |")
+                     f"| {r['final_bpc']:.4f} | {r['train_final']:.4f} | {r['gap']:+.4f} | {r['best']:.4f} ({r['best_epoch']}) |")
     return "\n".join(lines)
+
+
+def versus(cerebral, other, cerebral_epoch, other_epoch):
+    """'A (epoch i) against B (epoch j), Cerebral's D lower': 'lower' or 'higher' as the numbers fall."""
+    way = "lower" if cerebral < other else "higher" if cerebral > other else "no different"
+    return (f"{cerebral:.4f} (epoch {cerebral_epoch}) against {other:.4f} (epoch {other_epoch}), "
+            f"Cerebral's {abs(cerebral - other):.4f} {way}")
+
+
+def held_out_comparison(rows):
+    """Cerebral's held-out loss against each single LSTM present, at the last and at the best epoch
+    ("" without Cerebral): the sentence follows the numbers, whichever way they fall."""
+    if "cerebral_lstm" not in rows:
+        return ""
+    c = rows["cerebral_lstm"]
+    return " ".join(f"Cerebral LSTM against {label(m)}, held-out loss (mean over seeds): at the last epoch "
+                    f"{versus(c['final'], o['final'], c['epochs'] - 1, o['epochs'] - 1)}; at each model's best epoch "
+                    f"{versus(c['best'], o['best'], c['best_epoch'], o['best_epoch'])}."
+                    for m, o in rows.items() if m in ("single_lstm", "single_lstm_matched"))
 
 
 SEEDS_STUDY = Path(__file__).resolve().parents[1] / "results" / "studies" / "seeds"
@@ -135,6 +161,66 @@ def seed_spread(runs):
     return spread
 
 
+def seed_columns(seeds):
+    return " | ".join(f"seed {seed}" for seed in seeds)
+
+
+def claim_values_section(values, seeds):
+    """Each claim's number on each seed's own curves, with their mean and SD."""
+    if all(x is None for row in values.values() for x in row["per_seed"].values()):
+        return "No claim has a number on any seed yet: each needs 500 epochs of the models it names."
+    lines = [f"| claim | number | {seed_columns(seeds)} | mean | SD |", "|---|---|" + "---|" * (len(seeds) + 2)]
+    for claim, row in values.items():
+        digits = 5 if claim == "C4" else 1  # a loss, else an epoch or a count of epochs
+        cells = " | ".join(fmt(row["per_seed"][seed], digits) for seed in seeds)
+        lines.append(f"| {claim} | {claims.NUMBERS[claim]} | {cells} | {fmt_float(row['mean'], digits)} | "
+                     f"{fmt_float(row['sd'], digits)} |")
+    return "\n".join(lines)
+
+
+def margins_section(margins, seeds):
+    """The claims' margins paired by seed at fixed epochs, with their t-intervals."""
+    if not margins:
+        return "No seed's curves reach the epochs the margins are taken at yet."
+    lines = [f"| claim | difference | epoch | {seed_columns(seeds)} | seeds | mean | ± (95%) |",
+             "|---|---|---|" + "---|" * (len(seeds) + 3)]
+    for claim, by_epoch in margins.items():
+        model, other, _ = claims.MARGINS[claim]
+        for epoch, row in by_epoch.items():
+            cells = " | ".join(fmt(row["per_seed"].get(seed)) for seed in seeds)
+            lines.append(f"| {claim} | {label(model)} - {label(other)} | {epoch} | {cells} | {len(row['per_seed'])} | "
+                         f"{row['mean']:.4f} | {fmt(row['half_width'])} |")
+    return "\n".join(lines)
+
+
+def seed_distances(runs, published):
+    """model -> seed -> that seed's distance to the published curve, over the epochs both have."""
+    return {m: {r.seed: claims.distance(r.losses, published[m]) for r in rs} for m, rs in runs.items() if m in published}
+
+
+def seed_distance_section(distances):
+    lines = ["| model | seed | common epochs | mean abs diff | max abs diff (epoch) |", "|---|---|---|---|---|"]
+    for model, by_seed in distances.items():
+        for seed, d in by_seed.items():
+            lines.append(f"| {model} | {seed} | {d['common_epochs']} | {d['mean_abs_diff']:.4f} | "
+                         f"{d['max_abs_diff']:.4f} ({d['max_abs_diff_epoch']}) |")
+    return "\n".join(lines)
+
+
+def spread_section(spread):
+    if not spread:
+        return "Every model has one seed here: there is no spread between seeds to measure."
+    lines = ["| model | seeds | common epochs | largest gap between seeds (epoch) |", "|---|---|---|---|"]
+    lines += [f"| {m} | {r['seeds']} | {r['epochs']} | {r['largest']:.4f} ({r['epoch']}) |" for m, r in spread.items()]
+    return "\n".join(lines)
+
+
+def seed_numbers(runs, published):
+    """The per-seed numbers of the report: each claim's number, the margins, distances and spread."""
+    return {"claim_values": claims.claim_values(claims.judge_per_seed(runs)), "margins": claims.margins(runs),
+            "distance_per_seed": seed_distances(runs, published), "seed_spread": seed_spread(runs)}
+
+
 def single_seed_note(study=SEEDS_STUDY):
     """What one seed can say: the seed-to-seed spread measured in the seeds study, if it is there."""
     text = "Each verdict on our runs rests on one run (one seed) per model."
@@ -149,10 +235,12 @@ def single_seed_note(study=SEEDS_STUDY):
     return text
 
 
-def report(runs_dir, out_dir, runs, verdicts, stats, counts, per_seed):
+def report(runs_dir, out_dir, runs, verdicts, stats, counts, per_seed, numbers):
     distance, reach = stats_section(stats)
     figures = figure_links(out_dir, {**{name: title for name, (title, _) in FIGURES.items()},
-                                     "study": "Our runs over their own epochs", "held_out": "Held-out loss"})
+                                     "difference": "Ours minus published, per model (band: the seeds' range)",
+                                     "study": "Our runs over their own epochs", "held_out": "Held-out loss",
+                                     "train_vs_held_out": "Training (solid) and held-out (dotted) loss"})
     samples = []
     for model, model_runs in runs.items():
         for run in model_runs:
@@ -161,7 +249,7 @@ def report(runs_dir, out_dir, runs, verdicts, stats, counts, per_seed):
                 samples.append(f"**{label(model)}**, seed {run.seed} (prime {s['prime']!r}, temperature "
                                f"{s['temperature']}, sampling seed {s['seed']}):\n\n```\n{s['text']}\n```")
     rules = "\n".join(f"- {claim}: {rule}" for claim, rule in claims.RULES.items())
-    seeds = sorted({r.seed for rs in runs.values() for r in rs})
+    seeds = seeds_of(runs)
     parts = [
         "# Cerebral LSTM reproduction: report",
         generated(runs_dir),
@@ -174,14 +262,29 @@ def report(runs_dir, out_dir, runs, verdicts, stats, counts, per_seed):
         *([single_seed_note()] if runs and len(seeds) == 1 else []),
         f"A verdict needs {claims.PAPER_EPOCHS} epochs of the models it names (C5: the two-stacked curve "
         f"up to {claims.STACKED_EPOCHS}); shorter curves say \"not judgeable yet\". What \"about\" means here:\n\n{rules}",
-        "## Distance to the published curves",
-        distance,
-        "Epochs each curve needs to reach a loss (first epoch at or below it; - : not reached):\n\n" + reach,
     ]
+    if runs:
+        parts += ["## Seed by seed",
+                  "Each claim's number on each seed's own curves (its verdict's value; - : not judgeable yet on "
+                  "that seed), with the mean and the sample SD over the seeds that have one:\n\n"
+                  + claim_values_section(numbers["claim_values"], seeds),
+                  "Margins, paired by seed (seed k of every model draws the same batches): each seed's difference "
+                  "at the epoch, positive where the claim holds, over the seeds whose two curves reach it. Interval: "
+                  f"{claims.INTERVAL}.\n\n" + margins_section(numbers["margins"], seeds)]
+    parts += ["## Distance to the published curves",
+              distance,
+              "Epochs each curve needs to reach a loss (first epoch at or below it; - : not reached):\n\n" + reach]
+    if numbers["distance_per_seed"]:
+        parts += ["Each seed's distance to the published curve, over the epochs both have:\n\n"
+                  + seed_distance_section(numbers["distance_per_seed"]),
+                  "The largest gap between two seeds' curves of a model, |seed a - seed b| at any epoch all its "
+                  "seeds have:\n\n" + spread_section(numbers["seed_spread"])]
     rows = held_out(runs)
     if rows:
+        comparison = held_out_comparison(rows)
         parts += ["## Held-out loss", "Loss on the held-out block of sequences (`data.val_fraction`), "
-                  "mean over seeds; bits per character = nats / ln 2.\n\n" + held_out_section(rows)]
+                  "mean over seeds; bits per character = nats / ln 2.\n\n" + held_out_section(rows),
+                  *([comparison] if comparison else [])]
     if figures:
         parts += ["## Figures", "\n".join(figures)]
     if samples:
@@ -228,12 +331,13 @@ def claims_report(runs_dir, data_dir, out_dir, published, runs, ours):
     if ours:
         verdicts["ours"] = claims.judge_all(ours)
     stats = claims.curve_stats(ours, published)
-    per_seed = claims.judge_per_seed(runs) if len({r.seed for rs in runs.values() for r in rs}) > 1 else None
+    per_seed = claims.judge_per_seed(runs) if len(seeds_of(runs)) > 1 else None
     counts = parameter_counts(runs, data_dir)
-    text = report(runs_dir, out_dir, runs, verdicts, stats, counts, per_seed)
+    numbers = seed_numbers(runs, published)
+    text = report(runs_dir, out_dir, runs, verdicts, stats, counts, per_seed, numbers)
     data = {"claims": {k: claims.as_json(v) for k, v in verdicts.items()}, "stats": stats,
             "claims_per_seed": {seed: claims.as_json(v) for seed, v in (per_seed or {}).items()},
-            "parameters": counts, "held_out": held_out(runs),
+            **numbers, "parameters": counts, "held_out": held_out(runs),
             "runs": {m: [{"seed": r.seed, "epochs": len(r.losses), "precision": r.precision,
                           "path": str(r.path.relative_to(runs_dir))}
                          for r in rs] for m, rs in runs.items()}}

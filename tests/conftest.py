@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cerebral import data as chardata
+from cerebral import plots
 from cerebral.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +35,19 @@ def data_dir():
     folder = Path(os.environ.get("CEREBRAL_TEST_DATA", ROOT / "data"))
     chardata.fetch(folder, log=lambda message: None)
     return folder
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """{file stem: matplotlib Figure} for each figure written, instead of files."""
+    figures = {}
+
+    def keep(fig, stem):
+        figures[stem.name] = fig
+        return stem.with_suffix(".png")
+
+    monkeypatch.setattr(plots, "save", keep)
+    return figures
 
 
 @pytest.fixture

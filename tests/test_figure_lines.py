@@ -1,6 +1,7 @@
 """Every line of every figure `write_figures` draws shows the data of the model its label names:
 our mean over seeds (solid) and the published curve (dashed), cut to our epochs in the study
-figure. Figures are captured instead of saved, so no training and no file is needed."""
+figure, and our mean minus the published curve in the difference figure. Figures are captured
+instead of saved, so no training and no file is needed."""
 
 from pathlib import Path
 
@@ -14,19 +15,6 @@ def runs_of(curves_by_seed):
     """model -> [Run], one per seed, from {model: [losses of seed 0, losses of seed 1, ...]}."""
     return {m: [Run(m, seed, Path(f"/nonexistent/{m}/seed{seed}"), losses) for seed, losses in enumerate(seeds)]
             for m, seeds in curves_by_seed.items()}
-
-
-@pytest.fixture
-def captured(monkeypatch):
-    """{file stem: matplotlib Figure} for each figure written."""
-    figures = {}
-
-    def keep(fig, stem):
-        figures[stem.name] = fig
-        return stem.with_suffix(".png")
-
-    monkeypatch.setattr(plots, "save", keep)
-    return figures
 
 
 def lines_by_label(fig):
@@ -43,7 +31,12 @@ def test_every_line_shows_its_own_models_data(captured, tmp_path):
     seeds["single_lstm"][1] = seeds["single_lstm"][1][:4]  # a shorter seed: the mean covers 4 epochs
     mean = {m: [sum(v) / len(v) for v in zip(*curves, strict=False)] for m, curves in seeds.items()}
     plots.write_figures(tmp_path, runs_of(seeds), published)
-    assert set(captured) == {*plots.FIGURES, "study"}
+    assert set(captured) == {*plots.FIGURES, "study", "difference"}
+    difference = lines_by_label(captured.pop("difference"))
+    for m in MODELS:
+        line = difference[f"{label(m)} (ours)"]
+        expected = [a - b for a, b in zip(mean[m], published[m], strict=False)]
+        assert list(line.get_ydata()) == pytest.approx(expected, rel=1e-12) and line.get_color() == color(m), m
 
     for stem, fig in captured.items():
         models = plots.FIGURES[stem][1] if stem in plots.FIGURES else list(MODELS)
