@@ -12,6 +12,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
 
+from cerebral.cores import BACKENDS as CORE_BACKENDS
 from cerebral.elementwise import ELEMENTWISE
 from cerebral.errors import ConfigError
 from cerebral.models import CEREBRAL_CORES, CORES, INITS
@@ -29,14 +30,17 @@ OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
 
 
 def compose(*overrides):
-    """The config `python -m cerebral.train OVERRIDES` runs with, for scripts and tests; an override
-    Hydra cannot apply raises ConfigError in one line (`check_overrides`)."""
+    """The config `python -m cerebral.train OVERRIDES` runs with (train.backend resolved, as
+    training records it), for scripts and tests; an override Hydra cannot apply raises
+    ConfigError in one line (`check_overrides`)."""
     check_overrides(overrides)
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            return hydra_compose("config", overrides=list(overrides))
+            cfg = hydra_compose("config", overrides=list(overrides))
     except HydraException as e:
         raise ConfigError(_composition_problem(e)) from None
+    cfg.train.backend = resolve_backend(cfg)
+    return cfg
 
 
 LIST_KEYS = "python -m cerebral.train --cfg job lists every key"
@@ -157,6 +161,10 @@ def check_config(cfg):
     need(t.sampling in SAMPLINGS, "train.sampling", " or ".join(SAMPLINGS), "random_batches")
     need(t.precision in PRECISIONS, "train.precision", " or ".join(PRECISIONS), "bf16")
     need(t.elementwise in ELEMENTWISE, "train.elementwise", " or ".join(ELEMENTWISE), "cpp")
+    need(t.backend in BACKENDS, "train.backend", " or ".join(BACKENDS), "auto")
+    if t.backend == "lstm":
+        problems.extend(f"train.backend=lstm runs the core as torch's nn.LSTM, {problem}"
+                        for problem in lstm_backend_problems(cfg))
     if t.elementwise == "cpp" and cfg.device in DEVICES and resolve_device(cfg.device).type != "cpu":
         problems.append(f"train.elementwise=cpp is a CPU kernel, but device={cfg.device} trains on CUDA; "
                         "use train.elementwise=aten there (or device=cpu)")
@@ -184,6 +192,35 @@ def check_config(cfg):
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
+BACKENDS = ("auto", *CORE_BACKENDS)
+
+
+def lstm_backend_problems(cfg):
+    """Why `cfg` cannot train on the lstm backend (train.backend=lstm), as phrases; [] if it can."""
+    m, problems = cfg.model, []
+    if m.core in ("cerebral_printed", "novo"):
+        problems.append(f"and no nn.LSTM computes model.core={m.core}'s cell; use train.backend=fused")
+    if m.core == "lstm" and m.post_bias is True:
+        problems.append("which has no post-activation biases (model.post_bias=true, the two-stacked model); "
+                        "use train.backend=fused")
+    if m.tie_init is True:
+        problems.append("but the tied-path ablation (model.tie_init=true) runs on the equation path to keep its "
+                        "paths equal; use train.backend=fused")
+    if cfg.train.elementwise != "aten":
+        problems.append(f"so train.elementwise={cfg.train.elementwise} would do nothing; use train.elementwise=aten")
+    return problems
+
+
+def resolve_backend(cfg):
+    """train.backend as a run records it: "auto" is "lstm" (cuDNN's kernel) on CUDA for a Cerebral
+    core that nn.LSTM can express, and "fused" everywhere else."""
+    backend = cfg.train.backend
+    if backend != "auto":
+        return backend
+    on_cuda = cfg.device in DEVICES and resolve_device(cfg.device).type == "cuda"
+    return "lstm" if on_cuda and cfg.model.core == "cerebral" and not lstm_backend_problems(cfg) else "fused"
+
+
 def resolve_device(name):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -194,7 +231,8 @@ def resolve_device(name):
 # config without one of them reads as having that value, so older runs still resume.
 ADDED_KEYS = {"task.name": "charlm", "data.val_fraction": 0.0, "model.tie_init": False,
               "optim.lr_decay_every": None, "optim.lr_decay_factor": 0.1, "train.precision": "fp32",
-              "model.bidirectional": False, "data.padding": "left", "train.elementwise": "aten", "model.cells": None}
+              "model.bidirectional": False, "data.padding": "left", "train.elementwise": "aten", "model.cells": None,
+              "train.backend": "fused"}
 
 
 def complete(saved):

@@ -15,6 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 from torch.nn.utils.rnn import PackedSequence
 
 from cerebral.fused import FusedLayer, last_rows, step_rows
@@ -94,6 +95,21 @@ def lstm_uniform_(module):
         nn.init.uniform_(p, -bound, bound)
 
 
+BACKENDS = ("fused", "lstm")  # train.backend, resolved (cerebral.config.resolve_backend)
+
+
+def use_backend(model, backend):
+    """Run every core of ours in `model` on `backend`: "fused" (our own kernels) or "lstm"
+    (torch's nn.LSTM, on weights computed from ours each call); ValueError naming a core that
+    cannot run as nn.LSTM. `nn.LSTM` cores run as themselves either way."""
+    for module in model.modules():
+        if isinstance(module, _GatedRecurrence):
+            if backend == "lstm":
+                module.as_lstm()  # raises for a core no nn.LSTM expresses
+            module.backend = backend
+    return model
+
+
 def _is_exporting():
     """Whether torch.export is tracing (always False on a torch too old to export the cores)."""
     return getattr(torch.compiler, "is_exporting", bool)()
@@ -132,6 +148,7 @@ class _GatedRecurrence(nn.Module):
     num_cells = 1
     fused = True  # False: the equation-by-equation reference path, through autograd
     elementwise = "aten"  # the fused path's elementwise work: "aten" calls or the "cpp" kernel (cerebral/elementwise.py)
+    backend = "fused"  # "lstm": run as torch's nn.LSTM (cuDNN on CUDA), on weights computed from ours (`as_lstm`)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None, *,
@@ -239,6 +256,37 @@ class _GatedRecurrence(nn.Module):
         """(b_c, b_h) added after the activations, or (None, None)."""
         return None, None
 
+    def as_lstm(self):
+        """(hidden_size, proj_size, {parameter name: tensor}) of an nn.LSTM with this core's
+        function, the tensors computed from our parameters, so that gradients reach them;
+        ValueError for a core no nn.LSTM can express."""
+        raise ValueError(f"{type(self).__name__} cannot run as nn.LSTM: no nn.LSTM computes its cell")
+
+    def to_lstm(self):
+        """An nn.LSTM with this core's function, as a copy (training it does not train this core)."""
+        return self._lstm_from(*self.as_lstm())
+
+    @torch.no_grad()
+    def _lstm_from(self, hidden, proj_size, parameters):
+        weight = self.weight_ih_l0
+        lstm = nn.LSTM(self.input_size, hidden, self.num_layers, self.bias, self.batch_first, self.dropout,
+                       self.bidirectional, proj_size, device=weight.device, dtype=weight.dtype)
+        for name, p in lstm.named_parameters():
+            p.copy_(parameters[name])
+        return lstm
+
+    def _forward_as_lstm(self, input, state):
+        """`forward` through torch's own LSTM (`backend="lstm"`): cuDNN's kernel on CUDA."""
+        hidden, proj_size, parameters = self.as_lstm()
+        template = nn.LSTM(self.input_size, hidden, self.num_layers, self.bias, self.batch_first, self.dropout,
+                           self.bidirectional, proj_size, device="meta")  # no memory, no random numbers
+        template.train(self.training)
+        if state is not None:
+            h, cells = self._unpack_state(state)
+            state = (h, torch.cat(cells, dim=-1))
+        output, (h, c) = functional_call(template, parameters, (input, state))
+        return output, self._pack_state(h, c.chunk(self.num_cells, dim=-1))
+
     def step(self, gates, cells, layer):
         """One time step of the reference path: (h, cells) from the gate pre-activations."""
         raise NotImplementedError
@@ -258,6 +306,8 @@ class _GatedRecurrence(nn.Module):
         return h, tuple(c.chunk(self.num_cells, dim=-1)) if isinstance(c, torch.Tensor) else tuple(c)
 
     def forward(self, input, state=None):
+        if self.backend == "lstm":
+            return self._forward_as_lstm(input, state)
         packed, exporting = isinstance(input, PackedSequence), _is_exporting()
         if packed and exporting:
             raise ValueError(f"{type(self).__name__}: export takes padded input (T, B, in) with dynamic T and B, "
@@ -338,7 +388,8 @@ class CerebralLSTM(_GatedRecurrence):
 
     The same function is an `nn.LSTM` of 2H cells [upper; lower] whose projection is fixed to
     [I I] (R = H) or [W_hr W_hr]: `to_lstm()` and `from_lstm()` convert (docs/MODELS.md, "What
-    the Cerebral LSTM is").
+    the Cerebral LSTM is"), and `backend = "lstm"` (`use_backend`) runs the module through torch's
+    own LSTM, cuDNN's on CUDA, on weights computed from its parameters at every call.
 
     A drop-in replacement for `nn.LSTM`: the same arguments (`bidirectional`, `proj_size`,
     `device` and `dtype` included), `PackedSequence` input, and `flatten_parameters()`. Shapes,
@@ -410,23 +461,20 @@ class CerebralLSTM(_GatedRecurrence):
                     getattr(cell, f"b_{path}{gate}").copy_(bias.view(4, 2, hidden)[g, p] if bias is not None else 0)
         return module
 
-    @torch.no_grad()
-    def to_lstm(self):
-        """The nn.LSTM with this core's function: 2H cells, the upper path's then the lower's in each
-        gate block (gate blocks reordered to nn.LSTM's i, f, g, o), and as `weight_hr` the fixed
-        projection [I I], or [W_hr W_hr] with proj_size R. Its cell state is ours with
-        `stacked_state=True`. A copy: training it does not train this core."""
-        weight = self.weight_ih_l0
-        lstm = nn.LSTM(self.input_size, 2 * self.hidden_size, self.num_layers, self.bias, self.batch_first, self.dropout,
-                       self.bidirectional, self.proj_size or self.hidden_size, device=weight.device, dtype=weight.dtype)
-        identity = torch.eye(self.hidden_size, device=weight.device, dtype=weight.dtype)
-        for name, p in lstm.named_parameters():
-            if name.startswith("weight_hr"):
-                half = getattr(self, name) if self.proj_size else identity
-                p.copy_(torch.cat([half, half], dim=1))
-            else:
-                p.copy_(_swap_g_and_o(getattr(self, name)))
-        return lstm
+    def as_lstm(self):
+        """The nn.LSTM of 2H cells with this core's function (docs/MODELS.md, M5): in each gate block
+        the upper path's cells then the lower's, the blocks reordered to nn.LSTM's i, f, g, o, and
+        as `weight_hr` the fixed projection [I I] (a constant), or [W_hr W_hr] with proj_size R.
+        Its cell state is ours with `stacked_state=True`. `to_lstm()` makes it."""
+        weight, hidden = self.weight_ih_l0, self.hidden_size
+        identity = torch.eye(hidden, device=weight.device, dtype=weight.dtype)
+        parameters = {}
+        for k in self._layer_keys():
+            for name in ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if self.bias else ()):
+                parameters[f"{name}_l{k}"] = _swap_g_and_o(getattr(self, f"{name}_l{k}"))
+            half = getattr(self, f"weight_hr_l{k}") if self.proj_size else identity
+            parameters[f"weight_hr_l{k}"] = torch.cat([half, half], dim=1)
+        return 2 * hidden, self.proj_size or hidden, parameters
 
     @classmethod
     @torch.no_grad()
@@ -478,6 +526,7 @@ class CerebralLSTMPrinted(CerebralLSTM):
     equation-by-equation path."""
 
     fused = False
+    as_lstm = _GatedRecurrence.as_lstm  # no recurrence on the cell state: no nn.LSTM computes it
 
     def step(self, gates, cells, layer):
         return cerebral_printed_update(gates, *cells)
@@ -573,6 +622,18 @@ class PostBiasLSTM(_GatedRecurrence):
                     p.zero_()
         return core
 
+    def as_lstm(self):
+        """nn.LSTM's parameters, gate blocks reordered to its i, f, g, o: only without post-activation
+        biases (`post_bias=False`), which nn.LSTM does not have."""
+        if self.post_bias:
+            raise ValueError("PostBiasLSTM with post-activation biases cannot run as nn.LSTM, which has none; "
+                             "only a core with post_bias=False can")
+        return self.hidden_size, self.proj_size, self._lstm_parameters()
+
+    def _lstm_parameters(self):
+        return {name: getattr(self, name) if name.startswith("weight_hr") else _swap_g_and_o(getattr(self, name))
+                for name in self._lstm_names()}
+
     def to_lstm(self):
         """The nn.LSTM with this core's function; refuses non-zero post-activation biases, which
         nn.LSTM cannot express."""
@@ -580,11 +641,7 @@ class PostBiasLSTM(_GatedRecurrence):
             if name.startswith(("bias_cell", "bias_hidden")) and p.detach().abs().max() > 0:
                 raise ValueError(f"PostBiasLSTM.to_lstm: {name} is not zero, and nn.LSTM has no biases after the "
                                  "activations; only a core with zero bias_cell_l* and bias_hidden_l* converts")
-        weight = self.weight_ih_l0
-        lstm = nn.LSTM(self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first, self.dropout,
-                       self.bidirectional, self.proj_size, device=weight.device, dtype=weight.dtype)
-        self._copy_lstm_parameters(self, lstm)
-        return lstm
+        return self._lstm_from(self.hidden_size, self.proj_size, self._lstm_parameters())
 
     def step(self, gates, cells, layer):
         return post_bias_lstm_update(gates, *cells, *self._post_biases(layer))

@@ -73,6 +73,13 @@ def keep_freed_memory():
     return bool(mmap and trim)
 
 
+def use_deterministic_kernels():
+    """Deterministic kernels everywhere (docs/PROTOCOL.md, P9: scatter-add backward drifts
+    otherwise), and fp32 that stays fp32: cuDNN's LSTM (train.backend=lstm) would use TF32."""
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def train_step(model, optimizer, loss_fn, *batch, precision="fp32"):
     """One optimizer step on the loss `loss_fn(model, *batch)`, its forward pass at `precision`."""
     with autocast(precision, next(model.parameters()).device):

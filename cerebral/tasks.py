@@ -13,6 +13,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from cerebral import data as chardata
 from cerebral import seqdata
+from cerebral.cores import use_backend
 from cerebral.elementwise import use_elementwise
 from cerebral.errors import ConfigError
 from cerebral.models import build_core, build_model, init_model_
@@ -215,7 +216,8 @@ TASKS = {"charlm": CharLM, "digits": Classification, "mnist": Classification, "i
 
 def make_task(cfg):
     """The task `cfg.task.name` names, with its data loaded and its model built (on the CPU), its
-    fused cores doing their elementwise work as `train.elementwise` says."""
+    fused cores doing their elementwise work as `train.elementwise` says, on `train.backend`."""
     task = TASKS[cfg.task.name](cfg)
     use_elementwise(task.model, cfg.train.elementwise)
+    use_backend(task.model, cfg.train.backend)  # resolved: by compose(), and by training before it records it
     return task

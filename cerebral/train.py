@@ -18,11 +18,19 @@ import torch
 from tqdm import tqdm
 
 from cerebral import rundir
-from cerebral.config import check_command_line, check_config, resolve_device
+from cerebral.config import check_command_line, check_config, resolve_backend, resolve_device
 from cerebral.errors import USER_ERRORS, ConfigError, TrainingDiverged
 from cerebral.models import parameter_count
 from cerebral.precision import autocast, speed_warning
-from cerebral.steps import BatchSampler, device_name, keep_freed_memory, make_optimizer, make_scheduler, train_step
+from cerebral.steps import (
+    BatchSampler,
+    device_name,
+    keep_freed_memory,
+    make_optimizer,
+    make_scheduler,
+    train_step,
+    use_deterministic_kernels,
+)
 from cerebral.tasks import make_task
 
 # Deterministic cuBLAS needs a fixed workspace, set before the first CUDA GEMM of the process.
@@ -37,11 +45,11 @@ def train(cfg):
     """Train (or resume, or extend) the run described by `cfg`; return the per-epoch losses.
     On the CPU it first calls `keep_freed_memory()`, which stays in force for the process."""
     check_config(cfg)
+    cfg.train.backend = resolve_backend(cfg)  # recorded resolved: a run folder refuses another
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         keep_freed_memory()
-    # Deterministic kernels everywhere (docs/PROTOCOL.md, P9: scatter-add backward drifts otherwise).
-    torch.use_deterministic_algorithms(True)
+    use_deterministic_kernels()
     torch.manual_seed(cfg.seed)
     rundir.check_run_dir(cfg)  # a folder that refuses this run: before the data and any kernel build
     task = make_task(cfg)  # loads (and checks) the data, then builds the model from the seed

@@ -21,7 +21,7 @@ from cerebral import data
 from cerebral.config import compose
 from cerebral.elementwise import ELEMENTWISE, kernel_ops
 from cerebral.errors import USER_ERRORS
-from cerebral.steps import BatchSampler, device_name, keep_freed_memory, make_optimizer, train_step
+from cerebral.steps import BatchSampler, device_name, keep_freed_memory, make_optimizer, train_step, use_deterministic_kernels
 from cerebral.tasks import make_task
 
 MODELS = ("single_lstm", "stacked_lstm", "cerebral_lstm")
@@ -30,7 +30,7 @@ MODELS = ("single_lstm", "stacked_lstm", "cerebral_lstm")
 def fingerprint(model_name, steps, precision, elementwise="aten"):
     """(losses, digest of the losses, digest of the final parameters) after `steps` steps."""
     cfg = compose(f"model={model_name}", f"train.precision={precision}", f"train.elementwise={elementwise}", "device=cpu")
-    torch.use_deterministic_algorithms(True)
+    use_deterministic_kernels()
     torch.manual_seed(cfg.seed)
     task = make_task(cfg)
     model = task.model

@@ -3,6 +3,7 @@ are skipped). CEREBRAL_TEST_DEVICE=cpu runs the same checks on the CPU: the CPU 
 `make gpu-check` does, so that CI exercises them end to end."""
 
 import os
+from functools import partial
 
 import pytest
 import torch
@@ -51,6 +52,27 @@ def test_fused_path_matches_the_equation_path_on_the_device(core_class, precisio
         assert ours.device.type == torch.device(DEVICE).type
         scale = theirs.abs().max().clamp_min(1e-6)
         assert ((ours - theirs).abs().max() / scale).item() < tolerance
+
+
+@pytest.mark.parametrize("mode", ["plain", "packed bidirectional projected"])
+@pytest.mark.parametrize("precision,tolerance", [("fp32", 1e-4), ("bf16", 0.08)])
+@pytest.mark.parametrize("core_class", [CerebralLSTM, partial(PostBiasLSTM, post_bias=False)], ids=["cerebral", "lstmp"])
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+def test_the_lstm_backend_matches_the_fused_path_on_the_device(core_class, precision, tolerance, mode, monkeypatch):
+    """train.backend=lstm: on CUDA, cuDNN's LSTM on weights computed from ours (TF32 off, as training has it)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    torch.manual_seed(0)
+    extra = dict(bidirectional=True, proj_size=16) if mode != "plain" else {}
+    core = core_class(24, 32, 2, **extra).to(DEVICE)
+    x = torch.randn(12, 8, 24, device=DEVICE, requires_grad=True)
+    lengths = torch.tensor([12, 3, 1, 7, 12, 5, 9, 2]) if mode != "plain" else None
+    fused = outputs_and_gradients(core, x, precision, lengths)
+    core.backend = "lstm"
+    lstm = outputs_and_gradients(core, x, precision, lengths)
+    for ours, theirs in zip(lstm, fused, strict=True):
+        assert ours.device.type == torch.device(DEVICE).type
+        scale = theirs.abs().max().clamp_min(1e-6)
+        assert ((ours.float() - theirs).abs().max() / scale).item() < tolerance
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -17,9 +17,11 @@ def test_the_cpu_form_runs_every_step_end_to_end(data_dir, tmp_path):
                              "--data", str(data_dir), "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["tests"]["returncode"] == 0 and summary["tests"]["result"].startswith("10 passed")
+    assert summary["tests"]["returncode"] == 0 and summary["tests"]["result"].startswith("18 passed")
     rows = summary["bench"]["ms_per_step"]
-    assert {"cerebral_lstm", "cerebral_lstm bf16", "nn.LSTM x2", "nn.LSTM x2 bf16"} <= set(rows)
+    assert {"cerebral_lstm", "cerebral_lstm bf16", "cerebral_lstm lstm", "cerebral_lstm lstm bf16", "nn.LSTM x2",
+            "nn.LSTM x2 bf16"} <= set(rows)  # Cerebral on both backends, against two-layer nn.LSTM
+    assert {"cerebral_lstm_backend_vs_lstm2", "cerebral_lstm_backend_bf16_vs_lstm2_bf16"} <= set(summary["bench"]["ratios"])
     assert [(r["model"], r["precision"]) for r in summary["epochs"]] == [
         (m, p) for p in ("fp32", "bf16") for m in ("single_lstm", "stacked_lstm", "cerebral_lstm")]
     assert all(len(r["losses"]) == 2 for r in summary["epochs"])
