@@ -133,7 +133,7 @@ def recorded_threads(session):
     that field the end of its device line ("AMD EPYC, 2 threads"); None for a GPU session."""
     if "threads" in session:
         return session["threads"]
-    found = re.search(r", (\d+) threads$", session.get("device", ""))
+    found = re.search(r", (\d+) threads?$", session.get("device", ""))
     return int(found.group(1)) if found else None
 
 

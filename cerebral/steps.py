@@ -134,4 +134,5 @@ def cpu_features(cpuinfo=None):
 def device_name(device):
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{cpu_model()}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{cpu_model()}, {threads} thread{'' if threads == 1 else 's'}"

@@ -42,6 +42,8 @@ def test_every_entry_point_waits_passively_unless_the_user_chose(args):
 def test_run_json_records_the_thread_count_and_reads_older_records():
     assert rundir.recorded_threads({"device": "AMD EPYC, 2 threads", "threads": 3}) == 3
     assert rundir.recorded_threads({"device": "AMD EPYC, 2 threads"}) == 2  # before the field existed
+    assert rundir.recorded_threads({"device": "AMD EPYC, 1 threads"}) == 1
+    assert rundir.recorded_threads({"device": "AMD EPYC, 1 thread"}) == 1
     assert rundir.recorded_threads({"device": "NVIDIA H100 80GB HBM3"}) is None
 
 
