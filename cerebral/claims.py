@@ -163,13 +163,23 @@ def t_interval(values):
     return centre, None if sd is None else t.ppf(0.975, len(values) - 1) * sd / math.sqrt(len(values))
 
 
+def seed_number(verdict):
+    """A seed's number for a claim: its verdict's value; "fails" where the claim fails without one
+    (e.g. C5: two-stacked never reaches the level); None where not judgeable yet."""
+    if verdict.holds is None:
+        return None
+    return "fails" if verdict.value is None else verdict.value
+
+
 def claim_values(per_seed):
-    """claim -> each seed's number (its verdict's value; None where not judgeable yet) with their mean and SD."""
+    """claim -> each seed's number (`seed_number`), with the mean and SD of the numbers and how many
+    seeds they are: a seed that fails without a number is not averaged away unseen."""
     rows = {}
     for claim in CLAIMS:
-        values = {seed: v[claim].value if v[claim].holds is not None else None for seed, v in per_seed.items()}
-        centre, sd = mean_sd([x for x in values.values() if x is not None])
-        rows[claim] = {"per_seed": values, "mean": centre, "sd": sd}
+        values = {seed: seed_number(v[claim]) for seed, v in per_seed.items()}
+        numbers = [x for x in values.values() if x is not None and x != "fails"]
+        centre, sd = mean_sd(numbers)
+        rows[claim] = {"per_seed": values, "seeds": len(numbers), "mean": centre, "sd": sd}
     return rows
 
 

@@ -12,11 +12,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
 
-from cerebral.cores import BACKENDS as CORE_BACKENDS
 from cerebral.elementwise import ELEMENTWISE
 from cerebral.errors import ConfigError
-from cerebral.models import CEREBRAL_CORES, CORES, INITS
+from cerebral.models import BACKENDS, CEREBRAL_CORES, CORES, INITS, lstm_backend_problems
 from cerebral.precision import PRECISIONS
+from cerebral.steps import resolve_device
 from cerebral.tasks import TASKS
 
 SAMPLINGS = ("random_batches", "shuffled_pass")
@@ -30,17 +30,14 @@ OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
 
 
 def compose(*overrides):
-    """The config `python -m cerebral.train OVERRIDES` runs with (train.backend resolved, as
-    training records it), for scripts and tests; an override Hydra cannot apply raises
-    ConfigError in one line (`check_overrides`)."""
+    """The config `python -m cerebral.train OVERRIDES` runs with, for scripts and tests; an override
+    Hydra cannot apply raises ConfigError in one line (`check_overrides`)."""
     check_overrides(overrides)
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = hydra_compose("config", overrides=list(overrides))
+            return hydra_compose("config", overrides=list(overrides))
     except HydraException as e:
         raise ConfigError(_composition_problem(e)) from None
-    cfg.train.backend = resolve_backend(cfg)
-    return cfg
 
 
 LIST_KEYS = "python -m cerebral.train --cfg job lists every key"
@@ -190,41 +187,6 @@ def check_config(cfg):
     need(isinstance(cfg.out_dir, str) and cfg.out_dir != "", "out_dir", "a folder path", "results/runs/my_run")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
-
-
-BACKENDS = ("auto", *CORE_BACKENDS)
-
-
-def lstm_backend_problems(cfg):
-    """Why `cfg` cannot train on the lstm backend (train.backend=lstm), as phrases; [] if it can."""
-    m, problems = cfg.model, []
-    if m.core in ("cerebral_printed", "novo"):
-        problems.append(f"and no nn.LSTM computes model.core={m.core}'s cell; use train.backend=fused")
-    if m.core == "lstm" and m.post_bias is True:
-        problems.append("which has no post-activation biases (model.post_bias=true, the two-stacked model); "
-                        "use train.backend=fused")
-    if m.tie_init is True:
-        problems.append("but the tied-path ablation (model.tie_init=true) runs on the equation path to keep its "
-                        "paths equal; use train.backend=fused")
-    if cfg.train.elementwise != "aten":
-        problems.append(f"so train.elementwise={cfg.train.elementwise} would do nothing; use train.elementwise=aten")
-    return problems
-
-
-def resolve_backend(cfg):
-    """train.backend as a run records it: "auto" is "lstm" (cuDNN's kernel) on CUDA for a Cerebral
-    core that nn.LSTM can express, and "fused" everywhere else."""
-    backend = cfg.train.backend
-    if backend != "auto":
-        return backend
-    on_cuda = cfg.device in DEVICES and resolve_device(cfg.device).type == "cuda"
-    return "lstm" if on_cuda and cfg.model.core == "cerebral" and not lstm_backend_problems(cfg) else "fused"
-
-
-def resolve_device(name):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 # Keys added after runs were first saved, with the value that keeps the old behaviour: a saved

@@ -88,6 +88,12 @@ def _swap_g_and_o(tensor):
     return tensor.view(4, -1, *tensor.shape[1:])[[0, 1, 3, 2]].reshape(tensor.shape)
 
 
+def _as_lstm_weight(name, tensor):
+    """A 4-gate core's parameter in nn.LSTM's layout, or back: gate blocks swapped, `weight_hr` (no
+    gate blocks) as a copy, so that nn.LSTM never holds (or flattens) our Parameter itself."""
+    return tensor.clone() if name.startswith("weight_hr") else _swap_g_and_o(tensor)
+
+
 def lstm_uniform_(module):
     """`nn.LSTM`'s initialisation: every parameter uniform in +-1/sqrt(hidden_size)."""
     bound = 1.0 / math.sqrt(module.hidden_size)
@@ -102,6 +108,8 @@ def use_backend(model, backend):
     """Run every core of ours in `model` on `backend`: "fused" (our own kernels) or "lstm"
     (torch's nn.LSTM, on weights computed from ours each call); ValueError naming a core that
     cannot run as nn.LSTM. `nn.LSTM` cores run as themselves either way."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     for module in model.modules():
         if isinstance(module, _GatedRecurrence):
             if backend == "lstm":
@@ -266,20 +274,25 @@ class _GatedRecurrence(nn.Module):
         """An nn.LSTM with this core's function, as a copy (training it does not train this core)."""
         return self._lstm_from(*self.as_lstm())
 
+    def _lstm_like(self, hidden, proj_size, **factory):
+        """An nn.LSTM with this core's options, `hidden` cells and `proj_size` (its dropout only with
+        two layers or more, where nn.LSTM has any, so that it does not warn at every call)."""
+        return nn.LSTM(self.input_size, hidden, self.num_layers, self.bias, self.batch_first,
+                       self.dropout if self.num_layers > 1 else 0.0, self.bidirectional, proj_size, **factory)
+
     @torch.no_grad()
     def _lstm_from(self, hidden, proj_size, parameters):
         weight = self.weight_ih_l0
-        lstm = nn.LSTM(self.input_size, hidden, self.num_layers, self.bias, self.batch_first, self.dropout,
-                       self.bidirectional, proj_size, device=weight.device, dtype=weight.dtype)
+        lstm = self._lstm_like(hidden, proj_size, device=weight.device, dtype=weight.dtype)
         for name, p in lstm.named_parameters():
             p.copy_(parameters[name])
         return lstm
 
     def _forward_as_lstm(self, input, state):
-        """`forward` through torch's own LSTM (`backend="lstm"`): cuDNN's kernel on CUDA."""
+        """`forward` through torch's own LSTM (`backend="lstm"`): cuDNN's kernel on CUDA. Its dropout
+        masks (layers > 1) come from that kernel, not from the fused path's draws."""
         hidden, proj_size, parameters = self.as_lstm()
-        template = nn.LSTM(self.input_size, hidden, self.num_layers, self.bias, self.batch_first, self.dropout,
-                           self.bidirectional, proj_size, device="meta")  # no memory, no random numbers
+        template = self._lstm_like(hidden, proj_size, device="meta")  # no memory, no random numbers
         template.train(self.training)
         if state is not None:
             h, cells = self._unpack_state(state)
@@ -423,6 +436,8 @@ class CerebralLSTM(_GatedRecurrence):
         """Our CerebralLSTM with the function of the `cerebral-lstm` package's (1.1.1) CerebralLSTM:
         its W_<path><gate> ([h, x] rows by H columns) split into weight_hh and weight_ih, its
         biases as bias_ih (bias_hh zero). Time-major, as the package is."""
+        if cls.step is not CerebralLSTM.step:
+            raise ValueError(f"{cls.__name__}.from_upstream: its cell is not the package's; use CerebralLSTM")
         cells = list(module.layers)
         first = cells[0]
         core = cls(first.input_size, first.hidden_size, len(cells), bias=True,
@@ -484,8 +499,11 @@ class CerebralLSTM(_GatedRecurrence):
         proj_size 0) or a matrix W of R < H rows (our weight_hr). ValueError naming the cause
         for any other."""
         def refuse(problem):
-            return ValueError(f"CerebralLSTM.from_lstm: {problem}; only an nn.LSTM of 2H cells whose weight_hr is "
+            return ValueError(f"{cls.__name__}.from_lstm: {problem}; only an nn.LSTM of 2H cells whose weight_hr is "
                               "[I I] or [W W] (W with fewer than H rows) is a Cerebral LSTM (CerebralLSTM.to_lstm)")
+
+        if cls.step is not CerebralLSTM.step:
+            raise refuse(f"{cls.__name__}'s cell is not the one nn.LSTM computes")
 
         if not lstm.proj_size:
             raise refuse("the LSTM has no projection (proj_size=0), and its h is not a sum of two paths")
@@ -604,8 +622,7 @@ class PostBiasLSTM(_GatedRecurrence):
         """Each `_lstm_names` parameter from source into target, its gate blocks reordered between
         nn.LSTM's i, f, g, o and ours, i, f, o, g (weight_hr has no gate blocks)."""
         for name in self._lstm_names():
-            value = getattr(source, name)
-            getattr(target, name).copy_(value if name.startswith("weight_hr") else _swap_g_and_o(value))
+            getattr(target, name).copy_(_as_lstm_weight(name, getattr(source, name)))
 
     @classmethod
     def from_lstm(cls, lstm, post_bias=True):
@@ -631,8 +648,7 @@ class PostBiasLSTM(_GatedRecurrence):
         return self.hidden_size, self.proj_size, self._lstm_parameters()
 
     def _lstm_parameters(self):
-        return {name: getattr(self, name) if name.startswith("weight_hr") else _swap_g_and_o(getattr(self, name))
-                for name in self._lstm_names()}
+        return {name: _as_lstm_weight(name, getattr(self, name)) for name in self._lstm_names()}
 
     def to_lstm(self):
         """The nn.LSTM with this core's function; refuses non-zero post-activation biases, which

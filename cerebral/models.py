@@ -10,12 +10,15 @@ import math
 import torch
 from torch import nn
 
+from cerebral.cores import BACKENDS as CORE_BACKENDS
 from cerebral.cores import CerebralLSTM, CerebralLSTMPrinted, NovoLSTM, PostBiasLSTM
 from cerebral.precision import full_precision, native_lstm_context
+from cerebral.steps import resolve_device
 
 CORES = ("lstm", "cerebral", "cerebral_printed", "novo")
 CEREBRAL_CORES = ("cerebral", "cerebral_printed")
 INITS = ("tf_xavier", "torch")
+BACKENDS = ("auto", *CORE_BACKENDS)  # train.backend
 
 
 class CharRNN(nn.Module):
@@ -103,6 +106,35 @@ def init_model_(model, cfg):
 def build_model(cfg, vocab_size):
     """The character model described by a `conf/model/*.yaml` config."""
     return init_model_(CharRNN(vocab_size, build_core(cfg, cfg.state_size)), cfg)
+
+
+def lstm_backend_problems(cfg):
+    """Why `cfg` cannot train on train.backend=lstm (torch's nn.LSTM), as phrases; [] if it can."""
+    m, problems = cfg.model, []
+    if m.core in ("cerebral_printed", "novo"):
+        problems.append(f"and no nn.LSTM computes model.core={m.core}'s cell; use train.backend=fused")
+    if m.core == "lstm" and m.post_bias is True:
+        problems.append("which has no post-activation biases (model.post_bias=true, the two-stacked model); "
+                        "use train.backend=fused")
+    if m.tie_init is True:
+        problems.append("but the tied-path ablation (model.tie_init=true) runs on the equation path to keep its "
+                        "paths equal; use train.backend=fused")
+    if cfg.train.elementwise != "aten":
+        problems.append(f"so train.elementwise={cfg.train.elementwise} would do nothing; use train.elementwise=aten")
+    return problems
+
+
+def resolve_backend(cfg, recorded=None):
+    """train.backend as a run records it. An explicit value stays; `auto` is the value the run
+    folder recorded (`recorded`, if any: a resume keeps its kernels), else "lstm" (cuDNN's
+    kernel) on CUDA for a Cerebral core that nn.LSTM can express, and "fused" everywhere else."""
+    backend = cfg.train.backend
+    if backend != "auto":
+        return backend
+    if recorded is not None:
+        return recorded
+    on_cuda = cfg.device in ("auto", "cuda") and resolve_device(cfg.device).type == "cuda"
+    return "lstm" if on_cuda and cfg.model.core == "cerebral" and not lstm_backend_problems(cfg) else "fused"
 
 
 def parameter_count(model):

@@ -128,21 +128,23 @@ def held_out_section(rows):
 
 def versus(cerebral, other, cerebral_epoch, other_epoch):
     """'A (epoch i) against B (epoch j), Cerebral's D lower': 'lower' or 'higher' as the numbers fall."""
-    way = "lower" if cerebral < other else "higher" if cerebral > other else "no different"
-    return (f"{cerebral:.4f} (epoch {cerebral_epoch}) against {other:.4f} (epoch {other_epoch}), "
-            f"Cerebral's {abs(cerebral - other):.4f} {way}")
+    head = f"{cerebral:.4f} (epoch {cerebral_epoch}) against {other:.4f} (epoch {other_epoch}), "
+    if cerebral == other:
+        return head + "the same"
+    return head + f"Cerebral's {abs(cerebral - other):.4f} {'lower' if cerebral < other else 'higher'}"
 
 
 def held_out_comparison(rows):
-    """Cerebral's held-out loss against each single LSTM present, at the last and at the best epoch
-    ("" without Cerebral): the sentence follows the numbers, whichever way they fall."""
+    """Cerebral's held-out loss against each other model present (the single LSTMs, the learned
+    projection, ...), at the last and at the best epoch ("" without Cerebral): the sentence follows
+    the numbers, whichever way they fall."""
     if "cerebral_lstm" not in rows:
         return ""
     c = rows["cerebral_lstm"]
     return " ".join(f"Cerebral LSTM against {label(m)}, held-out loss (mean over seeds): at the last epoch "
                     f"{versus(c['final'], o['final'], c['epochs'] - 1, o['epochs'] - 1)}; at each model's best epoch "
                     f"{versus(c['best'], o['best'], c['best_epoch'], o['best_epoch'])}."
-                    for m, o in rows.items() if m in ("single_lstm", "single_lstm_matched"))
+                    for m, o in rows.items() if m != "cerebral_lstm")
 
 
 SEEDS_STUDY = Path(__file__).resolve().parents[1] / "results" / "studies" / "seeds"
@@ -169,12 +171,13 @@ def claim_values_section(values, seeds):
     """Each claim's number on each seed's own curves, with their mean and SD."""
     if all(x is None for row in values.values() for x in row["per_seed"].values()):
         return "No claim has a number on any seed yet: each needs 500 epochs of the models it names."
-    lines = [f"| claim | number | {seed_columns(seeds)} | mean | SD |", "|---|---|" + "---|" * (len(seeds) + 2)]
+    lines = [f"| claim | number | {seed_columns(seeds)} | seeds with a number | mean | SD |",
+             "|---|---|" + "---|" * (len(seeds) + 3)]
     for claim, row in values.items():
         digits = 5 if claim == "C4" else 1  # a loss, else an epoch or a count of epochs
         cells = " | ".join(fmt(row["per_seed"][seed], digits) for seed in seeds)
-        lines.append(f"| {claim} | {claims.NUMBERS[claim]} | {cells} | {fmt_float(row['mean'], digits)} | "
-                     f"{fmt_float(row['sd'], digits)} |")
+        lines.append(f"| {claim} | {claims.NUMBERS[claim]} | {cells} | {row['seeds']} | "
+                     f"{fmt_float(row['mean'], digits)} | {fmt_float(row['sd'], digits)} |")
     return "\n".join(lines)
 
 
@@ -266,7 +269,8 @@ def report(runs_dir, out_dir, runs, verdicts, stats, counts, per_seed, numbers):
     if runs:
         parts += ["## Seed by seed",
                   "Each claim's number on each seed's own curves (its verdict's value; - : not judgeable yet on "
-                  "that seed), with the mean and the sample SD over the seeds that have one:\n\n"
+                  "that seed; fails: the claim fails there without a number), with the mean and the sample SD "
+                  "over the seeds that have one:\n\n"
                   + claim_values_section(numbers["claim_values"], seeds),
                   "Margins, paired by seed (seed k of every model draws the same batches): each seed's difference "
                   "at the epoch, positive where the claim holds, over the seeds whose two curves reach it. Interval: "

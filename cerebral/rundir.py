@@ -34,10 +34,11 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cerebral.atomic import atomic_path, nearest_existing, write_text_atomic
-from cerebral.config import RESUMABLE_KEYS, complete, config_differences, resolve_device
+from cerebral.config import RESUMABLE_KEYS, complete, config_differences
 from cerebral.errors import CheckpointError, ConfigError
 from cerebral.losslog import read_losses, write_losses
-from cerebral.steps import cpu_features, device_name
+from cerebral.models import resolve_backend
+from cerebral.steps import cpu_features, device_name, resolve_device
 
 CONFIG, RECORD, METRICS, LOSSES, SAMPLE = "config.yaml", "run.json", "metrics.csv", "loss.txt", "sample.json"
 RECORDED_LOSSES, RECORDED_METRICS = "loss.recorded.txt", "metrics.recorded.csv"
@@ -102,6 +103,13 @@ def saved_config(run_dir):
         raise ConfigError(f"{Path(run_dir) / CONFIG} does not exist, and only it says which model the run "
                           "trained: restore it from git, or name a run folder that has one")
     return complete(saved)
+
+
+def settle_backend(cfg):
+    """Put the backend this run trains on into cfg.train.backend (`models.resolve_backend`): with
+    `auto`, a run folder resumes on the one it recorded. Before `check_run_dir`."""
+    saved = read_config(cfg.out_dir)
+    cfg.train.backend = resolve_backend(cfg, complete(saved).train.backend if saved else None)
 
 
 def check_run_dir(cfg):

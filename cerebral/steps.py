@@ -131,6 +131,13 @@ def cpu_features(cpuinfo=None):
     return f"{ids}; {' '.join(flags) or 'no bf16 flags'}" if ids else ""
 
 
+def resolve_device(name):
+    """The torch device of the `device` key: auto is CUDA where PyTorch sees it, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def device_name(device):
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

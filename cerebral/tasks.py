@@ -16,7 +16,7 @@ from cerebral import seqdata
 from cerebral.cores import use_backend
 from cerebral.elementwise import use_elementwise
 from cerebral.errors import ConfigError
-from cerebral.models import build_core, build_model, init_model_
+from cerebral.models import build_core, build_model, init_model_, resolve_backend
 from cerebral.precision import full_precision, native_lstm_context
 
 EVAL_BATCH = 1024  # sequences per forward pass when evaluating (no gradients kept)
@@ -219,5 +219,5 @@ def make_task(cfg):
     fused cores doing their elementwise work as `train.elementwise` says, on `train.backend`."""
     task = TASKS[cfg.task.name](cfg)
     use_elementwise(task.model, cfg.train.elementwise)
-    use_backend(task.model, cfg.train.backend)  # resolved: by compose(), and by training before it records it
+    use_backend(task.model, resolve_backend(cfg))
     return task

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from cerebral import rundir
-from cerebral.config import check_command_line, check_config, resolve_backend, resolve_device
+from cerebral.config import check_command_line, check_config
 from cerebral.errors import USER_ERRORS, ConfigError, TrainingDiverged
 from cerebral.models import parameter_count
 from cerebral.precision import autocast, speed_warning
@@ -28,6 +28,7 @@ from cerebral.steps import (
     keep_freed_memory,
     make_optimizer,
     make_scheduler,
+    resolve_device,
     train_step,
     use_deterministic_kernels,
 )
@@ -45,7 +46,7 @@ def train(cfg):
     """Train (or resume, or extend) the run described by `cfg`; return the per-epoch losses.
     On the CPU it first calls `keep_freed_memory()`, which stays in force for the process."""
     check_config(cfg)
-    cfg.train.backend = resolve_backend(cfg)  # recorded resolved: a run folder refuses another
+    rundir.settle_backend(cfg)  # recorded resolved; a run folder resumes on its own
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         keep_freed_memory()

@@ -18,13 +18,14 @@ import torch
 
 from cerebral import data as chardata
 from cerebral import rundir
-from cerebral.config import check_config, compose, resolve_device
+from cerebral.config import check_config, compose
+from cerebral.cores import use_backend
 from cerebral.elementwise import kernel_ops, use_elementwise
 from cerebral.errors import USER_ERRORS
 from cerebral.generate import generate_for_run
-from cerebral.models import build_model
+from cerebral.models import build_model, resolve_backend
 from cerebral.precision import speed_warning
-from cerebral.steps import device_name, keep_freed_memory, make_optimizer, timed_train_step
+from cerebral.steps import device_name, keep_freed_memory, make_optimizer, resolve_device, timed_train_step
 from cerebral.tasks import char_lm_loss
 from cerebral.train import train
 
@@ -34,7 +35,8 @@ RUNS = [("single_lstm", []), ("stacked_lstm", ["train.epochs=791"]), ("cerebral_
 def seconds_per_step(cfg, vocab_size, seq_len, repeats=3):
     """Median time of a training step at `cfg`'s sizes on its device, after one warm-up step."""
     device = resolve_device(cfg.device)
-    model = use_elementwise(build_model(cfg.model, vocab_size), cfg.train.elementwise).to(device)
+    model = use_backend(use_elementwise(build_model(cfg.model, vocab_size), cfg.train.elementwise),
+                        resolve_backend(cfg)).to(device)
     optimizer = make_optimizer(cfg.optim, model.parameters())
     tokens = torch.randint(0, vocab_size, (cfg.train.batch_size, seq_len), device=device)
     times = [timed_train_step(model, optimizer, char_lm_loss, tokens, tokens, precision=cfg.train.precision)
@@ -58,6 +60,7 @@ def main(argv=None):
                      "override); give runs_dir=DIR, under which each model gets its own folder")
         for cfg in configs:
             check_config(cfg)
+            rundir.settle_backend(cfg)
             rundir.check_run_dir(cfg)  # every run folder before any trains: a refusal costs no hours
         data = chardata.load(configs[0].data.dir, configs[0].data.seq_len)
         if configs[0].train.elementwise == "cpp":

@@ -12,6 +12,7 @@ import torch
 from cerebral import data as chardata
 from cerebral import plots
 from cerebral.config import compose
+from cerebral.curves import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,6 +87,13 @@ def layer_bias(core, k):
 def random_cerebral_state(layers, batch, hidden):
     """A random (h, (c_upper, c_lower))."""
     return torch.randn(layers, batch, hidden), (torch.randn(layers, batch, hidden), torch.randn(layers, batch, hidden))
+
+
+def runs_of(curves_by_seed):
+    """model -> [Run], one per seed, from {model: [losses of seed 0, losses of seed 1, ...]}, with no
+    files behind them (no held-out loss, no records)."""
+    return {m: [Run(m, seed, Path(f"/nonexistent/{m}/seed{seed}"), losses) for seed, losses in enumerate(seeds)]
+            for m, seeds in curves_by_seed.items()}
 
 
 def tiny_overrides(data_dir, out_dir, *extra):

@@ -14,10 +14,10 @@ from test_cerebral_as_lstmp import FEATURES, HIDDEN, PROJECTION, results
 from test_lstm_oracle import INPUTS
 from test_precision import AUTOGRAD_GRADIENT_TOLERANCE, OUTPUT_TOLERANCE, relative_error
 
-from cerebral import CerebralLSTM, PostBiasLSTM, precision
+from cerebral import CerebralLSTM, PostBiasLSTM, precision, rundir
 from cerebral.config import ConfigError, check_config, compose
 from cerebral.cores import use_backend
-from cerebral.models import build_model
+from cerebral.models import build_model, resolve_backend
 from cerebral.rundir import read_config
 from cerebral.train import train
 
@@ -52,14 +52,19 @@ def test_the_lstm_backend_computes_the_fused_paths_function_and_gradients(layers
     on_both_backends(make, compare)
 
 
-def test_the_cerebral_state_comes_back_in_the_form_it_went_in():
+def test_the_cerebral_state_goes_in_and_comes_back_in_its_own_form():
+    torch.manual_seed(1)
     core = CerebralLSTM(FEATURES, HIDDEN, batch_first=True)
     x = torch.randn(2, 4, FEATURES)
-    fused_output, (h, (c_upper, c_lower)) = core(x)
+    state = (torch.randn(1, 2, HIDDEN), (torch.randn(1, 2, HIDDEN), torch.randn(1, 2, HIDDEN)))
+    fused = core(x, state)
     core.backend = "lstm"
-    output, (h2, (c_upper2, c_lower2)) = core(x, (h, (c_upper, c_lower)))
-    assert c_upper2.shape == c_lower2.shape == (1, 2, HIDDEN)
-    torch.testing.assert_close(core(x)[0], fused_output, rtol=1e-5, atol=1e-6)
+    output, (h, (c_upper, c_lower)) = core(x, state)
+    for ours, theirs in zip((output, h, c_upper, c_lower), (fused[0], fused[1][0], *fused[1][1]), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    core.stacked_state = True  # (h, c) with c = [c_upper, c_lower]
+    output, (h, c) = core(x, (state[0], torch.cat(state[1], dim=-1)))
+    torch.testing.assert_close(c, torch.cat(fused[1][1], dim=-1), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name,make", [
@@ -89,14 +94,29 @@ def test_the_lstm_backend_in_bf16_stays_within_the_precision_tolerances_of_fp32(
 
 def test_auto_is_fused_on_a_cpu_and_for_every_core_the_lstm_backend_cannot_take(monkeypatch):
     for model in ("single_lstm", "stacked_lstm", "cerebral_lstm", "lstmp", "novo_lstm", "cerebral_lstm_printed"):
-        assert compose(f"model={model}").train.backend == "fused"
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as composed on a CUDA machine
-    assert compose("model=cerebral_lstm").train.backend == "lstm"
-    assert compose("model=cerebral_lstm", "device=cpu").train.backend == "fused"
+        assert resolve_backend(compose(f"model={model}")) == "fused"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a CUDA machine
+    assert resolve_backend(compose("model=cerebral_lstm")) == "lstm"
+    assert resolve_backend(compose("model=cerebral_lstm", "device=cpu")) == "fused"
     for overrides in (["model=stacked_lstm"], ["model=single_lstm"], ["model=lstmp"], ["model=cerebral_lstm_printed"],
                       ["model=cerebral_lstm_tied"], ["model=cerebral_lstm", "train.elementwise=cpp"]):
-        assert compose(*overrides).train.backend == "fused", overrides
-    assert compose("model=cerebral_lstm", "train.backend=fused").train.backend == "fused"
+        assert resolve_backend(compose(*overrides)) == "fused", overrides
+    assert resolve_backend(compose("model=cerebral_lstm", "train.backend=fused")) == "fused"
+
+
+def test_a_run_folder_resumes_on_its_recorded_backend_under_auto(data_dir, tmp_path, monkeypatch):
+    train(compose(*tiny_overrides(data_dir, tmp_path / "run")))  # on a CPU: fused
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the same command on a CUDA machine
+    for out_dir, expected in ((tmp_path / "run", "fused"), (tmp_path / "new", "lstm")):
+        cfg = compose("model=cerebral_lstm", f"out_dir={out_dir}")
+        rundir.settle_backend(cfg)
+        assert cfg.train.backend == expected
+    legacy = tmp_path / "legacy"  # a config saved before train.backend existed reads as fused
+    legacy.mkdir()
+    (legacy / "config.yaml").write_text((tmp_path / "run" / "config.yaml").read_text().replace("  backend: fused\n", ""))
+    cfg = compose("model=cerebral_lstm", f"out_dir={legacy}")
+    rundir.settle_backend(cfg)
+    assert cfg.train.backend == "fused"
 
 
 @pytest.mark.parametrize("overrides,cause", [
@@ -115,10 +135,12 @@ def test_the_lstm_backend_refuses_what_it_cannot_run_in_one_line(overrides, caus
     assert not (tmp_path / "run").exists()
 
 
-def test_use_backend_refuses_a_core_no_lstm_expresses():
+def test_use_backend_refuses_a_core_no_lstm_expresses_and_an_unknown_backend():
     model = build_model(compose("model=stacked_lstm", "model.state_size=8").model, 10)
     with pytest.raises(ValueError, match="post-activation biases cannot run as nn.LSTM"):
         use_backend(model, "lstm")
+    with pytest.raises(ValueError, match="backend must be one of fused, lstm, got 'auto'"):
+        use_backend(model, "auto")
 
 
 def test_a_run_on_the_lstm_backend_trains_records_it_and_its_folder_refuses_the_other(data_dir, tmp_path):
@@ -127,8 +149,9 @@ def test_a_run_on_the_lstm_backend_trains_records_it_and_its_folder_refuses_the_
     assert runs["lstm"] == pytest.approx(runs["fused"], rel=1e-5)
     assert read_config(tmp_path / "lstm")["train"]["backend"] == "lstm"
     assert read_config(tmp_path / "fused")["train"]["backend"] == "fused"  # auto, resolved on a CPU
+    assert len(train(compose(*tiny_overrides(data_dir, tmp_path / "lstm", "train.epochs=3")))) == 3  # auto: as recorded
     with pytest.raises(ConfigError, match="train.backend: 'lstm' -> 'fused'"):
-        train(compose(*tiny_overrides(data_dir, tmp_path / "lstm", "train.epochs=3")))
+        train(compose(*tiny_overrides(data_dir, tmp_path / "lstm", "train.epochs=4", "train.backend=fused")))
 
 
 def test_the_lstm_backend_runs_torchs_lstm_and_none_of_our_kernels(monkeypatch):

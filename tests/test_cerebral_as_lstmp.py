@@ -11,6 +11,7 @@ from test_lstm_oracle import INPUTS, make_input, run
 from torch import nn
 
 from cerebral import CerebralLSTM
+from cerebral.cores import CerebralLSTMPrinted
 
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
 
@@ -73,6 +74,13 @@ def test_from_lstm_takes_back_what_to_lstm_gives(layers, bidirectional, proj_siz
     assert back.extra_repr() == core.extra_repr()
     for (name, a), (other, b) in zip(core.named_parameters(), back.named_parameters(), strict=True):
         assert name == other and torch.equal(a, b), name
+
+
+def test_the_printed_cell_is_no_lstm_and_refuses_both_ways():
+    with pytest.raises(ValueError, match="CerebralLSTMPrinted cannot run as nn.LSTM"):
+        CerebralLSTMPrinted(FEATURES, HIDDEN).to_lstm()
+    with pytest.raises(ValueError, match="CerebralLSTMPrinted's cell is not the one nn.LSTM computes"):
+        CerebralLSTMPrinted.from_lstm(CerebralLSTM(FEATURES, HIDDEN).to_lstm())
 
 
 def test_to_lstm_keeps_device_and_dtype():

@@ -3,18 +3,12 @@ our mean over seeds (solid) and the published curve (dashed), cut to our epochs 
 figure, and our mean minus the published curve in the difference figure. Figures are captured
 instead of saved, so no training and no file is needed."""
 
-from pathlib import Path
 
 import pytest
+from conftest import runs_of
 
 from cerebral import plots
-from cerebral.curves import MODELS, Run, color, label
-
-
-def runs_of(curves_by_seed):
-    """model -> [Run], one per seed, from {model: [losses of seed 0, losses of seed 1, ...]}."""
-    return {m: [Run(m, seed, Path(f"/nonexistent/{m}/seed{seed}"), losses) for seed, losses in enumerate(seeds)]
-            for m, seeds in curves_by_seed.items()}
+from cerebral.curves import MODELS, color, label
 
 
 def lines_by_label(fig):

@@ -5,12 +5,12 @@ synthetic seeds with known curves, so every number is checked against a hand com
 
 import json
 import math
-from pathlib import Path
 
 import pytest
+from conftest import runs_of
 
 from cerebral import claims, plots, report
-from cerebral.curves import Run, find_runs
+from cerebral.curves import find_runs
 from cerebral.report import write_report
 
 T_2 = 4.302653  # t(0.975) with 2 degrees of freedom
@@ -55,12 +55,6 @@ def three_seeds(tmp_path):
     return tmp_path / "runs"
 
 
-def runs_of(curves_by_seed):
-    """model -> [Run], seed k from the k-th curve, with no files (no held-out loss)."""
-    return {m: [Run(m, s, Path(f"/nonexistent/{m}/seed{s}"), c) for s, c in enumerate(seeds)]
-            for m, seeds in curves_by_seed.items()}
-
-
 def test_each_claims_number_per_seed_with_mean_and_sample_sd(three_seeds):
     values = claims.claim_values(claims.judge_per_seed(find_runs(three_seeds)))
     expected = {"C1": [5, 9, 16], "C2": list(K), "C3": list(J), "C5": list(M)}
@@ -70,21 +64,32 @@ def test_each_claims_number_per_seed_with_mean_and_sample_sd(three_seeds):
     assert values["C2"]["mean"] == pytest.approx(800 / 3) and values["C2"]["sd"] == pytest.approx(math.sqrt(3900 / 9))
     assert values["C4"]["mean"] == pytest.approx(0.49) and values["C4"]["sd"] == pytest.approx(0.01)
     table = report.claim_values_section(values, [0, 1, 2])
-    assert "| C1 | epochs of 0-499 with Cerebral >= single | 5 | 9 | 16 | 10.0 | 5.6 |" in table
-    assert "| C2 | last epoch of 0-499 with two-stacked >= single | 250 | 260 | 290 | 266.7 | 20.8 |" in table
-    assert "| C4 | Cerebral's loss at index 499 | 0.50000 | 0.49000 | 0.48000 | 0.49000 | 0.01000 |" in table
+    assert "| C1 | epochs of 0-499 with Cerebral >= single | 5 | 9 | 16 | 3 | 10.0 | 5.6 |" in table
+    assert "| C2 | last epoch of 0-499 with two-stacked >= single | 250 | 260 | 290 | 3 | 266.7 | 20.8 |" in table
+    assert "| C4 | Cerebral's loss at index 499 | 0.50000 | 0.49000 | 0.48000 | 3 | 0.49000 | 0.01000 |" in table
 
 
 def test_one_seed_or_an_unjudgeable_seed_has_no_sd():
     one = claims.claim_values(claims.judge_per_seed(runs_of({m: [c(0)] for m, c in CURVES.items()})))
-    assert one["C2"] == {"per_seed": {0: 250}, "mean": 250, "sd": None}
-    assert "| C2 | last epoch of 0-499 with two-stacked >= single | 250 | 250.0 | - |" in report.claim_values_section(one, [0])
+    assert one["C2"] == {"per_seed": {0: 250}, "seeds": 1, "mean": 250, "sd": None}
+    table = report.claim_values_section(one, [0])
+    assert "| C2 | last epoch of 0-499 with two-stacked >= single | 250 | 1 | 250.0 | - |" in table
     short = runs_of({m: [c(0), c(1)[:400]] for m, c in CURVES.items()})  # seed 1 not judgeable yet
     values = claims.claim_values(claims.judge_per_seed(short))
-    assert values["C2"] == {"per_seed": {0: 250, 1: None}, "mean": 250, "sd": None}
+    assert values["C2"] == {"per_seed": {0: 250, 1: None}, "seeds": 1, "mean": 250, "sd": None}
     assert values["C1"]["per_seed"] == {0: 5, 1: 9}  # failing already at 400 epochs: judged
     short = runs_of({m: [c(0)[20:25]] for m, c in CURVES.items()})  # Cerebral below so far: C1 not judgeable yet
     assert report.claim_values_section(claims.claim_values(claims.judge_per_seed(short)), [0]).startswith("No claim")
+
+
+def test_a_seed_where_a_claim_fails_without_a_number_says_so_and_is_not_averaged_away():
+    """C5 on a seed whose two-stacked curve never reaches its Cerebral level: "fails", counted apart."""
+    verdicts = {0: {"C5": claims.Verdict(True, 650, "")}, 1: {"C5": claims.Verdict(False, None, "never reaches it")}}
+    row = claims.claim_values({seed: {**{c: claims.Verdict(None, None, "") for c in claims.CLAIMS}, **v}
+                               for seed, v in verdicts.items()})["C5"]
+    assert row == {"per_seed": {0: 650, 1: "fails"}, "seeds": 1, "mean": 650, "sd": None}
+    assert f"| C5 | {claims.NUMBERS['C5']} | 650 | fails | 1 | 650.0 | - |" in \
+        report.claim_values_section({"C5": row}, [0, 1])
 
 
 def test_margins_are_paired_by_seed_with_a_t_interval(three_seeds):
@@ -127,12 +132,13 @@ def test_distance_and_spread_per_seed():
 def test_the_report_of_three_seeds(three_seeds, data_dir):
     write_report(three_seeds, three_seeds, data_dir)
     text = (three_seeds / "REPORT.md").read_text()
-    assert f"| C5 | {claims.NUMBERS['C5']} | 650 | 676 | 700 | 675.3 | 25.0 |" in text
+    assert f"| C5 | {claims.NUMBERS['C5']} | 650 | 676 | 700 | 3 | 675.3 | 25.0 |" in text
     assert claims.INTERVAL in text and "## Seed by seed" in text
     assert "| cerebral_lstm | 3 | 500 | 4.5000 (5) |" in text  # seed 0 at 0.5, seed 1 at 2.5, seed 2 at 5.0
     assert "| stacked_lstm | 3 | 791 | 2.0000 (251) |" in text
     data = json.loads((three_seeds / "report.json").read_text())
-    assert data["claim_values"]["C3"] == {"per_seed": {"0": 3, "1": 5, "2": 10}, "mean": 6, "sd": pytest.approx(math.sqrt(13))}
+    assert data["claim_values"]["C3"] == {"per_seed": {"0": 3, "1": 5, "2": 10}, "seeds": 3, "mean": 6,
+                                          "sd": pytest.approx(math.sqrt(13))}
     assert data["margins"]["C2"]["499"]["mean"] == pytest.approx(1.1)
     assert data["seed_spread"]["cerebral_lstm"] == {"largest": 4.5, "epoch": 5, "seeds": 3, "epochs": 500}
     assert set(data["distance_per_seed"]) == set(CURVES) and set(data["distance_per_seed"]["stacked_lstm"]) == {"0", "1", "2"}
