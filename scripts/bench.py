@@ -285,6 +285,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, default=128, help="batch size of the main table (the paper's: 128)")
     parser.add_argument("--modes-only", action="store_true",
                         help="only the drop-in modes (bidirectional, packed), written into --out beside the rest")
+    parser.add_argument("--profile", action="store_true",
+                        help="only where the fused cores' training step spends its time, written into --out beside the rest")
     return parser.parse_args(argv)
 
 
@@ -347,6 +349,74 @@ def modes_section(args, device, warmup, repeats):
             "ratios_min": ratios_min, "targets": targets}
 
 
+# Where an op's own (self) CPU time goes in a training step, for --profile: by its name, except
+# that everything under the optimizer's step counts as the optimizer.
+GEMMS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmm_", "aten::_addmm_activation"}
+HEAD_AND_LOSS = {"aten::embedding", "aten::embedding_dense_backward", "aten::_log_softmax", "aten::nll_loss_forward",
+                 "aten::_log_softmax_backward_data", "aten::nll_loss_backward", "aten::index_select"}
+CASTS = {"aten::copy_", "aten::_to_copy", "aten::clone"}
+ALLOCATION = {"aten::empty", "aten::empty_strided", "aten::empty_like", "aten::zeros", "aten::zeros_like",
+              "aten::zero_", "aten::fill_", "aten::new_zeros", "aten::new_empty", "aten::resize_"}
+VIEWS = {"aten::slice", "aten::as_strided", "aten::view", "aten::narrow", "aten::split", "aten::transpose", "aten::t",
+         "aten::reshape", "aten::select", "aten::chunk", "aten::unsqueeze", "aten::expand", "aten::permute",
+         "aten::detach", "aten::_reshape_alias", "aten::unbind", "aten::alias", "aten::squeeze", "aten::to",
+         "aten::linear", "aten::matmul", "aten::contiguous", "aten::split_with_sizes", "aten::_unsafe_view"}
+PARTS = ("GEMM", "elementwise", "casts and copies", "allocation", "views and dispatch", "optimizer",
+         "embedding, head softmax and loss", "autograd and Python")
+
+
+def part_of(event):
+    """The part of a training step an op's own time belongs to (PARTS)."""
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith("Optimizer.step"):
+            return "optimizer"
+        parent = parent.cpu_parent
+    name = event.name
+    if name in GEMMS or name.startswith("aten::mkldnn") or name.startswith("mkldnn"):
+        return "GEMM"
+    for part, names in (("embedding, head softmax and loss", HEAD_AND_LOSS), ("casts and copies", CASTS),
+                        ("allocation", ALLOCATION), ("views and dispatch", VIEWS)):
+        if name in names:
+            return part
+    if name.startswith(("aten::", "cerebral::")):
+        return "elementwise"
+    return "autograd and Python"  # autograd Functions, the engine, the optimizer's own frame, ...
+
+
+def profile_step(make, batch, device, precision, steps=5):
+    """Milliseconds per training step of `make`'s model and the share of each part (PARTS): the
+    ops' own CPU time by part, and the rest of the wall time (Python, the interpreter, waits)
+    under "autograd and Python"."""
+    bench = Bench(make, batch, 20, device, precision)
+    for _ in range(2):
+        bench.step()
+    bench.times.clear()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            bench.step()
+    shares = dict.fromkeys(PARTS, 0.0)
+    for event in prof.events():
+        shares[part_of(event)] += event.self_cpu_time_total / 1e3 / steps
+    wall = 1e3 * statistics.median(bench.times)
+    shares["autograd and Python"] += max(wall - sum(shares.values()), 0.0)
+    return {"ms_per_step": wall, "parts_ms": shares}
+
+
+def profile_section(args, device):
+    """--profile: one training step of each fused core in each precision at paper shapes, by part."""
+    makers = {name: make for name, make in entries(args.size, include_upstream=False).items()
+              if name in ("stacked_lstm", "cerebral_lstm", "nn.LSTM x2")}
+    rows = {f"{name} {precision}": profile_step(make, args.batch, device, precision)
+            for precision in ("fp32", "bf16") for name, make in makers.items()}
+    print(f"Where a training step's time goes (ms, profiled, batch {args.batch}, state {args.size}):")
+    print(f"{'step':<22}{'wall':>8}" + "".join(f"{part[:14]:>16}" for part in PARTS))
+    for name, row in rows.items():
+        print(f"{name:<22}{row['ms_per_step']:>8.1f}" + "".join(f"{row['parts_ms'][p]:>16.1f}" for p in PARTS))
+    return {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "size": args.size, "batch": args.batch, "rows": rows}
+
+
 def check_args(args):
     """Exit in one line where the arguments cannot give a benchmark, before the minutes it takes."""
     if min(args.repeats, args.size, args.batch) < 1:
@@ -354,7 +424,7 @@ def check_args(args):
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: PyTorch sees no CUDA device here; use --device cpu (or auto)")
     check_writable(args.out)
-    if args.modes_only and args.out.is_file():
+    if (args.modes_only or args.profile) and args.out.is_file():
         try:
             return json.loads(args.out.read_text())
         except ValueError:
@@ -371,9 +441,13 @@ def main(argv=None):
     warmup, repeats = (1, 3) if args.quick else (2, args.repeats)
     keep_freed_memory()  # as the training loop does; every entry, nn.LSTM included, runs with it
     print(f"{device_name(device)}, torch {torch.__version__}; {repeats} interleaved repeats\n")
-    # with --modes-only the other sections' results stay as they were
-    result = earlier if args.modes_only else paper_section(args, device, warmup, repeats)
-    result["modes"] = modes_section(args, device, warmup, repeats)
+    # with --modes-only or --profile the other sections' results stay as they were
+    result = earlier
+    if args.profile:
+        result["profile"] = profile_section(args, device)
+    else:
+        result = earlier if args.modes_only else paper_section(args, device, warmup, repeats)
+        result["modes"] = modes_section(args, device, warmup, repeats)
     write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
     print(f"\n-> {args.out}")
 
