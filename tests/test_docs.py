@@ -1,5 +1,6 @@
 """The repository carries its own evidence: no tracked file leans on ../shared (but CI's data
-mirror), and every citation of docs/ points to a section that exists."""
+mirror), every citation of docs/ points to a section that exists, and every relative link of the
+documentation reaches a file, and a heading where it names one."""
 
 import re
 import subprocess
@@ -35,6 +36,55 @@ def test_every_docs_citation_names_an_existing_section():
     assert cited, "no citation found: the pattern no longer matches how the code cites docs/"
     missing = [(name, f"docs/{doc}.md {section}") for name, doc, section in cited if section not in headings[doc]]
     assert missing == []
+
+
+LINKED_DOCS = ["README.md", "docs/*.md", "results/README.md", "results/paper/NOTES.md"]
+# Reports a study writes when its runs finish, linked before they land (docs/STUDIES.md).
+PENDING = {"results/studies/equal_size/REPORT.md"}
+LINK = re.compile(r"!?\[[^\]]*\]\(([^()\s]+)\)")
+
+
+def github_anchors(text):
+    """The fragments GitHub gives the headings of a Markdown text: lower case, punctuation other
+    than hyphens and underscores dropped, spaces as hyphens, a repeated one numbered -1, -2, ..."""
+    anchors, seen = set(), {}
+    for heading in re.findall(r"^#{1,6} +(.+?) *#*$", strip_code_blocks(text), flags=re.M):
+        anchor = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(anchor if anchor not in seen else f"{anchor}-{seen[anchor]}")
+        seen[anchor] = seen.get(anchor, 0) + 1
+    return anchors
+
+
+def strip_code_blocks(text):
+    return re.sub(r"^```.*?^```[ \t]*$", "", text, flags=re.M | re.S)
+
+
+def test_every_link_to_a_section_resolves():
+    """Every relative link and image in the README, docs/*.md, results/README.md and
+    results/paper/NOTES.md points to a file that exists, and its #anchor to a heading there."""
+    files = sorted({path for pattern in LINKED_DOCS for path in ROOT.glob(pattern)})
+    assert ROOT / "README.md" in files and len(files) > 5
+    broken, checked = [], 0
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        for target in LINK.findall(strip_code_blocks(text)):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto: ...
+                continue
+            checked += 1
+            file, _, anchor = target.partition("#")
+            linked = (path.parent / file).resolve() if file else path
+            where = f"{path.relative_to(ROOT)}: ({target})"
+            if not linked.is_relative_to(ROOT):
+                broken.append(f"{where}: outside the repository")
+                continue
+            if not linked.exists():
+                if linked.relative_to(ROOT).as_posix() not in PENDING:
+                    broken.append(f"{where}: no such file")
+                continue
+            if anchor and (linked.suffix != ".md" or anchor not in github_anchors(linked.read_text(encoding="utf-8"))):
+                broken.append(f"{where}: no heading #{anchor} in {linked.relative_to(ROOT)}")
+    assert checked > 50, "hardly any link found: the pattern no longer matches how the docs link"
+    assert broken == [], "\n".join(broken)
 
 
 @pytest.mark.parametrize("name", ["LICENSE"])

@@ -100,14 +100,14 @@ def test_the_command_exports_a_trained_run(tiny_runs, tmp_path, capsys):
         main([str(tmp_path / "no-run"), str(tmp_path / "x.onnx")])
 
 
-GRAPH_BREAKS = {"cerebral_lstm": 4, "stacked_lstm": 5}  # as the README reports them, at the pinned torch
+GRAPH_BREAKS = {"cerebral_lstm": 4, "stacked_lstm": 5}  # as docs/REFERENCE.md reports them, at the pinned torch
 
 
 @pytest.mark.parametrize("name", ["cerebral_lstm", pytest.param("stacked_lstm", marks=pytest.mark.slow)])
 def test_torch_compile_trains_a_step_as_eager_does(name):
     """The fused path under torch.compile (inductor's GEMMs instead of the oneDNN ops). Dynamo
     breaks the graph where FusedLayer's backward writes gate gradients into column blocks of one
-    buffer (`out=` tensors it does not trace); the count is the README's."""
+    buffer (`out=` tensors it does not trace); the count is docs/REFERENCE.md's."""
     model = small_model(name).train()
     tokens = torch.randint(0, VOCAB, (4, 9))
     explanation = torch._dynamo.explain(model)(tokens[:, :-1])
