@@ -6,7 +6,7 @@
 `continue` trains a saved run on from its checkpoint for --epochs more epochs, once in fp32 and
 once in bf16, into OUT/fp32 and OUT/bf16 (the same state, the same batches), and prints both
 curves and their difference. `evaluate` computes each run's loss on the same fixed batches
-(20 x 128 sequences drawn with seed 1234) in fp32 and in bf16. Both write a markdown table
+(cerebral/evaluate.py: 20 x 128 sequences drawn with seed 1234) in fp32 and in bf16. Both write a markdown table
 (OUT/LATE.md for continue; with --out, OUT/EVALUATE.md for evaluate).
 """
 
@@ -25,13 +25,10 @@ from cerebral import rundir
 from cerebral.atomic import write_text_atomic
 from cerebral.curves import check_writable
 from cerebral.errors import USER_ERRORS
-from cerebral.generate import load_trained
-from cerebral.precision import PRECISIONS, autocast
+from cerebral.evaluate import fixed_batch_loss
+from cerebral.precision import PRECISIONS
 from cerebral.steps import cpu_features, device_name
-from cerebral.tasks import char_lm_loss, make_task
 from cerebral.train import train
-
-EVAL_BATCHES, EVAL_BATCH_SIZE, EVAL_SEED = 20, 128, 1234
 
 
 def continuations(source, epochs, out):
@@ -61,18 +58,6 @@ def continue_in_each_precision(source, configs, start):
             write_text_atomic(run_dir / rundir.CONFIG, OmegaConf.to_yaml(cfg))
         curves[precision] = train(cfg)[start:]
     return curves
-
-
-@torch.no_grad()
-def fixed_batch_loss(run_dir, precision):
-    """The run's final model's mean loss on EVAL_BATCHES fixed batches, its forward at `precision`."""
-    model, _ = load_trained(run_dir)
-    task = make_task(rundir.saved_config(run_dir))
-    order = torch.randperm(len(task), generator=torch.Generator().manual_seed(EVAL_SEED))
-    batches = order[: EVAL_BATCHES * EVAL_BATCH_SIZE].view(EVAL_BATCHES, -1)
-    with autocast(precision, "cpu"):
-        losses = [char_lm_loss(model, task.inputs[b], task.targets[b]).item() for b in batches]
-    return sum(losses) / len(losses)
 
 
 def machine():
