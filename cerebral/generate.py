@@ -20,15 +20,18 @@ DEFAULTS = {"prime": "Moe_Szyslak:", "length": 300, "temperature": 1.0, "seed": 
 
 
 def load_trained(run_dir, device="cpu"):
-    """The run's model in eval mode, and its vocabulary."""
+    """The run's model in eval mode, and its vocabulary: from its checkpoint, or where there is
+    none, from its committed weights (model.pt, checked against its manifest)."""
     run_dir = Path(run_dir)
     if run_dir.is_file():
         raise ConfigError(f"{run_dir} is a file: give the run's folder (the one holding {rundir.CHECKPOINT} and "
                           f"{rundir.CONFIG}), e.g. {run_dir.parent}")
     state, passed_over = rundir.readable_checkpoint(run_dir)  # only reads: a command that samples moves no files
     if state is None:
-        raise CheckpointError(f"{run_dir / rundir.CHECKPOINT} does not exist: train the run first "
-                              f"(python -m cerebral.train out_dir={run_dir} ...)")
+        state = rundir.committed_model(run_dir)
+    if state is None:
+        raise CheckpointError(f"{run_dir / rundir.CHECKPOINT} does not exist, nor committed weights "
+                              f"({rundir.MODEL}): train the run first (python -m cerebral.train out_dir={run_dir} ...)")
     if passed_over:
         print(f"warning: {passed_over}; sampling from {rundir.PREVIOUS_CHECKPOINT} "
               f"(after epoch {len(state['history']) - 1})", file=sys.stderr)

@@ -11,12 +11,16 @@ it; the comparison, the figures and sampling read through it.
     run.json             the parameter count, and per session: device, thread count, versions, precision,
                          commit and the command as a user types it
     sample.json          a generated text and the settings that produced it
+    model.pt             committed final weights, {"model": fp32 state_dict, "vocab": [...]} (no
+                         optimizer state), listed with its SHA-256 in a MANIFEST.sha256 of a
+                         folder above (`write_model`, `read_model`)
     loss.recorded.txt    only where epochs trained again did not repeat the recorded ones
     metrics.recorded.csv (RecordedEpochs): the record, kept
 """
 
 import csv
 import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -41,6 +45,7 @@ from cerebral.models import resolve_backend
 from cerebral.steps import cpu_features, device_name, resolve_device
 
 CONFIG, RECORD, METRICS, LOSSES, SAMPLE = "config.yaml", "run.json", "metrics.csv", "loss.txt", "sample.json"
+MODEL, MANIFEST = "model.pt", "MANIFEST.sha256"
 RECORDED_LOSSES, RECORDED_METRICS = "loss.recorded.txt", "metrics.recorded.csv"
 CHECKPOINT, PREVIOUS_CHECKPOINT, UNREADABLE_CHECKPOINT = "checkpoint.pt", "checkpoint.prev.pt", "checkpoint.unreadable.pt"
 # Raised whenever the meaning of saved parameters changes (e.g. the gate order), so that an old
@@ -455,6 +460,69 @@ def read_metric(run_dir, column):
     """One column of metrics.csv as floats per epoch, or None where the run has none."""
     values = [row.get(column) or None for row in _metrics_rows(run_dir)]
     return [float(v) for v in values] if values and None not in values else None
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_model(run_dir, state):
+    """model.pt from a checkpoint's state: its weights in fp32 and its vocabulary, nothing else."""
+    weights = {"model": {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()},
+               "vocab": state["vocab"]}
+    with atomic_path(Path(run_dir) / MODEL) as tmp:
+        torch.save(weights, tmp)
+
+
+def write_manifest(folder):
+    """MANIFEST.sha256 in `folder`: every model.pt below it with its SHA-256 (sha256sum's format)."""
+    folder = Path(folder)
+    lines = [f"{sha256(path)}  {path.relative_to(folder).as_posix()}" for path in sorted(folder.glob(f"**/{MODEL}"))]
+    write_text_atomic(folder / MANIFEST, "".join(f"{line}\n" for line in lines))
+
+
+def _manifest_entry(run_dir):
+    """(manifest path, expected SHA-256) of the run's model.pt in the nearest MANIFEST.sha256 above
+    it that lists it, or (None, None)."""
+    path = (Path(run_dir) / MODEL).resolve()
+    for folder in path.parents:
+        manifest = folder / MANIFEST
+        if manifest.is_file():
+            for line in manifest.read_text().splitlines():
+                digest, _, name = line.partition("  ")
+                if (folder / name).resolve() == path:
+                    return manifest, digest
+    return None, None
+
+
+def committed_model(run_dir):
+    """The run's committed weights (`read_model`) where it has any (a model.pt, or a manifest that
+    lists one), else None."""
+    if (Path(run_dir) / MODEL).exists() or _manifest_entry(run_dir)[0] is not None:
+        return read_model(run_dir)
+    return None
+
+
+def read_model(run_dir):
+    """The committed weights of a run ({"model", "vocab"}), checked against their manifest;
+    CheckpointError naming the file, the expected SHA-256 and the fix where the file is missing,
+    cut short or changed, or listed in no manifest."""
+    path = Path(run_dir) / MODEL
+    manifest, expected = _manifest_entry(run_dir)
+    if manifest is None:
+        raise CheckpointError(f"{path} is listed in no {MANIFEST} above it, so it cannot be checked; restore the "
+                              f"manifest from git, or write one (scripts/release_weights.py)")
+    fix = f"restore it from git (git checkout -- {path}); the manifest is {manifest}"
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing (expected SHA-256 {expected}); {fix}")
+    found = sha256(path)
+    if found != expected:
+        raise CheckpointError(f"{path} has SHA-256 {found}, its manifest {expected}: it is cut short or changed; {fix}")
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def write_sample(run_dir, sample):

@@ -38,7 +38,7 @@ def test_save_writes_the_sample_with_its_settings(tiny_runs, capsys):
 
 
 def test_a_run_without_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match="does not exist: train the run first"):
+    with pytest.raises(SystemExit, match=r"does not exist, nor committed weights \(model.pt\): train the run first"):
         main([str(tmp_path)])
 
 
