@@ -1,5 +1,7 @@
 import json
+import math
 import shutil
+from collections import Counter
 
 import pytest
 
@@ -13,6 +15,18 @@ def test_sampling_returns_the_requested_length_from_the_vocabulary(tiny_runs):
     assert len(text) == 50 and set(text) <= set(vocab)
     assert text == sample(model, vocab, "Moe_Szyslak:", 50, temperature=0.8, seed=3)
     assert sample(model, vocab, "Moe_Szyslak:", 0) == ""
+
+
+def entropy_bits(text):
+    """The empirical entropy of the characters of `text`, in bits."""
+    counts = Counter(text)
+    return -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values())
+
+
+def test_a_lower_temperature_draws_a_lower_entropy_text_from_the_same_weights(tiny_runs):
+    model, vocab = load_trained(tiny_runs / "cerebral_lstm" / "seed0")
+    cold, warm, hot = (entropy_bits(sample(model, vocab, "Moe", 600, temperature=t, seed=1)) for t in (0.3, 1.0, 3.0))
+    assert cold < warm < hot
 
 
 def test_bad_prime_and_settings_are_refused(tiny_runs):
