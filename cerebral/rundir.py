@@ -20,7 +20,6 @@ it; the comparison, the figures and sampling read through it.
 
 import csv
 import fcntl
-import hashlib
 import json
 import os
 import platform
@@ -39,6 +38,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cerebral.atomic import atomic_path, nearest_existing, write_text_atomic
 from cerebral.config import RESUMABLE_KEYS, complete, config_differences
+from cerebral.data import sha256
 from cerebral.errors import CheckpointError, ConfigError
 from cerebral.losslog import read_losses, write_losses
 from cerebral.models import resolve_backend
@@ -460,14 +460,6 @@ def read_metric(run_dir, column):
     """One column of metrics.csv as floats per epoch, or None where the run has none."""
     values = [row.get(column) or None for row in _metrics_rows(run_dir)]
     return [float(v) for v in values] if values and None not in values else None
-
-
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_model(run_dir, state):
