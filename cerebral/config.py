@@ -12,7 +12,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
 
-from cerebral.elementwise import ELEMENTWISE
+from cerebral.elementwise import CHOICES as ELEMENTWISE_CHOICES
 from cerebral.errors import ConfigError
 from cerebral.models import BACKENDS, CEREBRAL_CORES, CORES, INITS, lstm_backend_problems
 from cerebral.precision import PRECISIONS
@@ -157,13 +157,13 @@ def check_config(cfg):
     need(_is_int(t.batch_size) and t.batch_size > 0, "train.batch_size", "a positive integer", 128)
     need(t.sampling in SAMPLINGS, "train.sampling", " or ".join(SAMPLINGS), "random_batches")
     need(t.precision in PRECISIONS, "train.precision", " or ".join(PRECISIONS), "bf16")
-    need(t.elementwise in ELEMENTWISE, "train.elementwise", " or ".join(ELEMENTWISE), "cpp")
+    need(t.elementwise in ELEMENTWISE_CHOICES, "train.elementwise", " or ".join(ELEMENTWISE_CHOICES), "auto")
     need(t.backend in BACKENDS, "train.backend", " or ".join(BACKENDS), "auto")
     if t.backend == "lstm":
         problems.extend(f"train.backend=lstm runs the core as torch's nn.LSTM, {problem}"
                         for problem in lstm_backend_problems(cfg))
-    if t.elementwise == "cpp" and cfg.device in DEVICES and resolve_device(cfg.device).type != "cpu":
-        problems.append(f"train.elementwise=cpp is a CPU kernel, but device={cfg.device} trains on CUDA; "
+    if t.elementwise in ("cpp", "seq") and cfg.device in DEVICES and resolve_device(cfg.device).type != "cpu":
+        problems.append(f"train.elementwise={t.elementwise} is a CPU kernel, but device={cfg.device} trains on CUDA; "
                         "use train.elementwise=aten there (or device=cpu)")
     if t.sampling == "shuffled_pass":
         need(t.steps_per_epoch is None, "train.steps_per_epoch",

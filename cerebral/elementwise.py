@@ -1,16 +1,20 @@
-"""Who does the elementwise work of the fused cores' time steps, `train.elementwise=aten|cpp`.
+"""Who does the elementwise work of the fused cores' time steps, `train.elementwise=aten|cpp|seq|auto`.
 
-aten (the default, and what every committed run used): a dozen ATen calls per step and
+aten (what every committed run before the sequence kernel used): a dozen ATen calls per step and
 direction, each a pass through the gate buffers. cpp: `cerebral/csrc/gates.cpp`, one pass per
-step forward and one backward (gates, cell update, the summed h and their gradients), built
-with `torch.utils.cpp_extension` on first use for this CPU's vector instructions (about 15 s;
-then PyTorch's extension cache, ~/.cache/torch_extensions, holds it). The two agree to float
-rounding, not bit for bit: a run trains with one of them throughout.
+step forward and one backward (gates, cell update, the summed h and their gradients). seq:
+`cerebral/csrc/sequence.cpp`, the whole loop over a layer's steps in C++, each step one GEMM and
+one pass that also adds the input projection and writes h in the GEMMs' dtype, the recurrent
+weight packed once for oneDNN. auto (the default): a run folder keeps what it recorded; a new run
+gets seq on the CPUs of SEQUENCE_CPUS, aten elsewhere (`resolve_elementwise`). The kernels are
+built together with `torch.utils.cpp_extension` on first use for this CPU's vector instructions
+(about 20 s; then PyTorch's extension cache, ~/.cache/torch_extensions, holds them). The choices
+agree to float rounding, not bit for bit: a run trains with one of them throughout.
 
-It applies to CPU tensors of float32 and float64 (the float64 gradcheck of the tests), on CPUs
-only (`train.elementwise=cpp` with a CUDA device is refused); models without a fused core
-(`single_lstm`'s nn.LSTM, the equation-path variants) and torch.compile'd steps run as with aten.
-The GEMMs and bf16 casts are unchanged. The AVX2 and AVX512 builds contract multiply-adds into
+The kernels apply to CPU tensors of float32 (with bf16 GEMM operands under autocast) and float64
+(the float64 gradcheck of the tests), on CPUs only (cpp or seq with a CUDA device is refused);
+models without a fused core (`single_lstm`'s nn.LSTM, the equation-path variants) and
+torch.compile'd steps run as with aten. The AVX2 and AVX512 builds contract multiply-adds into
 FMAs, a build without either does not: their bits differ.
 """
 
@@ -25,9 +29,17 @@ from pathlib import Path
 import torch
 
 from cerebral.errors import ConfigError
+from cerebral.steps import cpu_features, cpu_model, resolve_device
 
-ELEMENTWISE = ("aten", "cpp")
-SOURCE = Path(__file__).parent / "csrc" / "gates.cpp"
+ELEMENTWISE = ("aten", "cpp", "seq")
+CHOICES = (*ELEMENTWISE, "auto")  # train.elementwise; `resolve_elementwise` turns auto into one of ELEMENTWISE
+# The CPUs (`cpu_key`) on which `auto` gives a new run the sequence kernel: there it trained faster
+# than the ATen calls in fp32 and bf16, by medians and by minima of `make bench`, and its first 50
+# epochs passed the fidelity check against the committed curves (docs/PERFORMANCE.md, the runs in
+# results/kernel-fidelity). Elsewhere `auto` is aten, the choice every committed run before it made.
+SEQUENCE_CPUS = {}
+CSRC = Path(__file__).parent / "csrc"
+SOURCES = (CSRC / "gates.cpp", CSRC / "sequence.cpp")  # and the header they include, csrc/activations.h
 # Per capability PyTorch dispatches its own kernels to: one build each, so that a home folder
 # shared by machines of different CPUs never loads instructions a CPU lacks.
 ARCH_FLAGS = {
@@ -63,14 +75,16 @@ def _cause(error):
 
 
 def _fail(cause):
-    return KernelBuildError(f"train.elementwise=cpp: could not build {SOURCE} ({cause}); it needs a C++ compiler "
-                            f"(GCC 11 or later) and ninja (`pip install ninja`), or use train.elementwise=aten")
+    return KernelBuildError(f"train.elementwise=cpp or seq: could not build the C++ kernels of {CSRC} ({cause}); they "
+                            f"need a C++ compiler (GCC 11 or later) and ninja (`pip install ninja`), or use "
+                            f"train.elementwise=aten")
 
 
 @functools.cache
 def kernel_ops():
-    """`torch.ops.cerebral` with `gates_forward` and `gates_backward` registered, the kernel
-    built or loaded from the cache; a KernelBuildError naming the cause if it cannot be built."""
+    """`torch.ops.cerebral` with the step kernel's `gates_forward` and `gates_backward` and the
+    sequence kernel's `layer_forward` and `layer_backward` registered, built or loaded from the
+    cache; a KernelBuildError naming the cause if they cannot be built."""
     from torch.utils import cpp_extension
 
     capability = torch.backends.cpu.get_cpu_capability()
@@ -81,13 +95,13 @@ def kernel_ops():
     _ninja_on_path()
     # one build per checkout, source, flags and torch: checkouts and venvs sharing ~/.cache neither
     # rebuild each other's (cpp_extension's build folder is per name) nor load another's
-    key = " ".join([str(SOURCE), *flags, torch.__version__]).encode()
-    digest = hashlib.sha256(SOURCE.read_bytes() + key).hexdigest()[:12]
+    key = " ".join([str(CSRC), *flags, torch.__version__]).encode()
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in sorted(CSRC.glob("*.[ch]*"))) + key).hexdigest()[:12]
     logger = logging.getLogger("torch.utils.cpp_extension")
     level = logger.level
     logger.setLevel(logging.ERROR)  # its compiler-compatibility banner is not our one line
     try:
-        cpp_extension.load(name=f"cerebral_gates_{capability.lower()}_{digest}", sources=[str(SOURCE)],
+        cpp_extension.load(name=f"cerebral_gates_{capability.lower()}_{digest}", sources=[str(path) for path in SOURCES],
                            extra_cflags=flags, extra_ldflags=["-fopenmp"], is_python_module=False)
     except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
         raise _fail(_cause(e)) from None
@@ -98,10 +112,29 @@ def kernel_ops():
 
 def use_elementwise(model, elementwise):
     """Let every fused core in `model` do its elementwise work with `elementwise` (ELEMENTWISE),
-    building the kernel first for "cpp", so that a failed build stops before any work."""
-    if elementwise == "cpp":
+    building the kernels first for "cpp" and "seq", so that a failed build stops before any work."""
+    if elementwise in ("cpp", "seq"):
         kernel_ops()
     for module in model.modules():
         if hasattr(module, "elementwise"):
             module.elementwise = elementwise
     return model
+
+
+def cpu_key():
+    """This CPU as SEQUENCE_CPUS names it: model name and features, e.g. "AMD EPYC (cpu family 25,
+    model 17; avx512_bf16)"."""
+    return f"{cpu_model()} ({cpu_features()})"
+
+
+def resolve_elementwise(cfg, recorded=None):
+    """train.elementwise as a run records it. An explicit value stays; `auto` is the value the run
+    folder recorded (`recorded`, if any: a resume keeps its kernel), else "seq" for a run on a CPU
+    of SEQUENCE_CPUS with the fused backend, and "aten" everywhere else (CUDA, train.backend=lstm)."""
+    choice = cfg.train.elementwise
+    if choice != "auto":
+        return choice
+    if recorded is not None:
+        return recorded
+    on_cpu = cfg.device in ("auto", "cpu") and resolve_device(cfg.device).type == "cpu"
+    return "seq" if on_cpu and cfg.train.backend != "lstm" and cpu_key() in SEQUENCE_CPUS else "aten"

@@ -31,8 +31,8 @@ def _onednn(x):
 
 
 def _linear(x, weight, bias=None):
-    """x @ weight^T + bias, for a 2-D x."""
-    if _onednn(x):
+    """x @ weight^T + bias, for a 2-D x (and a weight in oneDNN's packed layout, `_packed`)."""
+    if _onednn(x) or weight.is_mkldnn:
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
 
@@ -45,6 +45,16 @@ def _add_matmul(add, x, weight):
     if _onednn(x):
         return torch.ops.mkldnn._linear_pointwise.binary(x, add, weight, None, "add")
     return torch.addmm(add, x, weight.t())
+
+
+def _packed(weight, rows):
+    """weight in oneDNN's own layout for products with `rows` rows, where oneDNN runs weight's dtype
+    on the CPU (float32, bfloat16): the sequence kernel's per-step GEMMs then skip the reorder
+    oneDNN otherwise does at every call (about 10% of a step's GEMM at paper shapes, same bits)."""
+    if (weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.bfloat16)
+            and torch.backends.mkldnn.is_available()):
+        return torch.ops.mkldnn._reorder_linear_weight(weight, rows)
+    return weight
 
 
 def _weight_grad(d, x):
@@ -103,14 +113,19 @@ class FusedLayer(torch.autograd.Function):
 
     `gemm_dtype` (e.g. bfloat16, from autocast) gives every GEMM operand that dtype, forward and
     backward; each product is rounded to it and everything else (gates, cell states, h, the
-    gradients returned) stays in the inputs' dtype. `elementwise` "cpp" does each step's
-    elementwise work in the C++ kernel (cerebral/elementwise.py) where it applies (CPU, float32 or
-    float64 gates), "aten" in ATen calls.
+    gradients returned) stays in the inputs' dtype. Where the C++ kernels apply (CPU, float32 or
+    float64 inputs; cerebral/elementwise.py), `elementwise` "seq" runs the whole loop over the steps
+    in C++ and "cpp" each step's elementwise work; "aten" does that work in ATen calls.
     """
 
     @staticmethod
     def forward(ctx, x, w_ih, bias, w_hh, h0, c0, bias_cell, bias_hidden, w_hr, batch_sizes, gemm_dtype=None,
                 elementwise="aten"):
+        ops = _kernel(elementwise, x)
+        ctx.sequence = elementwise == "seq" and ops is not None
+        if ctx.sequence:
+            return _sequence_forward(ctx, ops, x, w_ih, bias, w_hh, h0, c0, bias_cell, bias_hidden, w_hr, batch_sizes,
+                                     gemm_dtype or x.dtype)
         rows, total, batch, gate_width = step_rows(batch_sizes), x.shape[0], h0.shape[0], w_ih.shape[0]
         if gemm_dtype in (None, x.dtype):
             x_g, w_ih_g, w_hh_g, w_hr_g = x, w_ih, w_hh, w_hr
@@ -129,7 +144,7 @@ class FusedLayer(torch.autograd.Function):
         tanh_cells = xz.new_empty(total, width)
         out = xz.new_empty(total, h0.shape[-1])
         summed = out if w_hr is None else xz.new_empty(total, hidden)  # h before the projection
-        ops = _kernel(elementwise, xz)
+        ops = ops if elementwise == "cpp" else None
         h, previous = h0, 0  # previous: where the rows of the step before start in `cells`
         for start, size in rows:
             here = slice(start, start + size)
@@ -144,17 +159,15 @@ class FusedLayer(torch.autograd.Function):
                 out[here] = _linear(h.to(w_hr_g.dtype), w_hr_g)
                 h = out[here]
             previous = batch + start
-        ctx.save_for_backward(x_g, w_ih_g, w_hh_g, w_hr_g, h0, out, summed, cells, tanh_cells, *gates)
-        ctx.dtypes = x.dtype, w_ih.dtype
-        ctx.biases = bias is not None, bias_cell is not None, bias_hidden is not None
-        ctx.batch_sizes, ctx.kernel = batch_sizes, ops
-        last = last_rows(batch_sizes)
-        c_last = cells[batch:][last]
-        return out, c_last.clone() if isinstance(last, slice) else c_last
+        _keep_for_backward(ctx, (x_g, w_ih_g, w_hh_g, w_hr_g, h0, out, summed, cells, tanh_cells, *gates), x, w_ih,
+                           (bias, bias_cell, bias_hidden), batch_sizes, ops)
+        return out, _last_cells(cells, batch, batch_sizes)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out, d_c_last):
+        if ctx.sequence:
+            return _sequence_backward(ctx, d_out, d_c_last)
         x, w_ih, w_hh, w_hr, h0, out, summed, cells, tanh_cells, *gates = ctx.saved_tensors  # x, weights as in the GEMMs
         gemm, (x_dtype, w_dtype) = w_hh.dtype, ctx.dtypes
         rows, batch, gate_width = step_rows(ctx.batch_sizes), h0.shape[0], gates[0].shape[1]
@@ -203,12 +216,75 @@ class FusedLayer(torch.autograd.Function):
         return d_x, d_w_ih, d_bias, d_w_hh, dh0, dc_all, d_bias_cell, d_bias_hidden, d_w_hr, None, None, None
 
 
-def _kernel(elementwise, gates):
-    """The C++ kernel's ops where `elementwise` asks for it and it applies to these gates, or None."""
-    if (elementwise == "cpp" and gates.device.type == "cpu" and gates.dtype in (torch.float32, torch.float64)
+def _keep_for_backward(ctx, tensors, x, w_ih, biases, batch_sizes, ops):
+    """What both forwards keep for their backward: tensors, dtypes, which biases exist, the layout."""
+    ctx.save_for_backward(*tensors)
+    ctx.dtypes = x.dtype, w_ih.dtype
+    ctx.biases = tuple(b is not None for b in biases)
+    ctx.batch_sizes, ctx.kernel = batch_sizes, ops
+
+
+def _last_cells(cells, batch, batch_sizes):
+    """Each sequence's last cell state from `cells` (the B initial rows, then every step's)."""
+    last = last_rows(batch_sizes)
+    c_last = cells[batch:][last]
+    return c_last.clone() if isinstance(last, slice) else c_last
+
+
+def _kernel(elementwise, x):
+    """The C++ kernels' ops where `elementwise` asks for them and they apply to x, or None."""
+    if (elementwise in ("cpp", "seq") and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
             and not torch.compiler.is_compiling()):  # no fake kernel for inductor's tracing
         return kernel_ops()
     return None
+
+
+def _sequence_forward(ctx, ops, x, w_ih, bias, w_hh, h0, c0, bias_cell, bias_hidden, w_hr, batch_sizes, gemm):
+    """FusedLayer.forward with the time loop in C++ (`layer_forward`, cerebral/csrc/sequence.cpp):
+    the input projection stays in `gemm` (its bias added by the kernel in full precision), and h of
+    every step is kept in `gemm` too, as the recurrent GEMMs and the weight gradients read it."""
+    total, batch, gate_width = x.shape[0], h0.shape[0], w_ih.shape[0]
+    width, hidden = gate_width // 4, w_hr.shape[1] if w_hr is not None else h0.shape[-1]
+    x_g, w_ih_g, w_hh_g = x.to(gemm), w_ih.to(gemm), w_hh.to(gemm)
+    w_hr_g = w_hr.to(gemm) if w_hr is not None else None
+    xz = _linear(x_g, w_ih_g)
+    h_all = x_g.new_empty(batch + total, h0.shape[-1])  # h0, then h(t) of every row, in gemm
+    h_all[:batch] = h0
+    cells = x.new_empty(batch + total, width)  # c0, then c(t) of every row
+    cells[:batch] = c0
+    gates, tanh_cells = x.new_empty(total, gate_width), x.new_empty(total, width)
+    summed = x.new_empty(total, hidden)  # h before the projection
+    out = summed if w_hr is None else x.new_empty(total, h0.shape[-1])
+    summed_gemm = x_g.new_empty(total if w_hr is not None else 0, hidden)  # what the projection reads
+    ops.layer_forward(xz, bias if bias is not None else x.new_zeros(gate_width), _packed(w_hh_g, batch), w_hr_g, h_all,
+                      cells, gates, tanh_cells, summed, out, summed_gemm, bias_cell, bias_hidden, list(batch_sizes))
+    _keep_for_backward(ctx, (x_g, w_ih_g, w_hh_g, w_hr_g, h0, h_all, cells, gates, tanh_cells, summed_gemm), x, w_ih,
+                       (bias, bias_cell, bias_hidden), batch_sizes, ops)
+    return out, _last_cells(cells, batch, batch_sizes)
+
+
+def _sequence_backward(ctx, d_out, d_c_last):
+    """FusedLayer.backward with the time loop in C++ (`layer_backward`): the gate gradients come
+    back in the GEMMs' dtype, the input bias's gradient summed by the kernel."""
+    x, w_ih, w_hh, w_hr, h0, h_all, cells, gates, tanh_cells, summed_gemm = ctx.saved_tensors
+    (x_dtype, w_dtype), (has_bias, has_bias_cell, has_bias_hidden) = ctx.dtypes, ctx.biases
+    gate_width, hidden = gates.shape[1], summed_gemm.shape[1] if w_hr is not None else h0.shape[-1]
+    d_out = d_out.contiguous()
+    dc_all = d_c_last.clone(memory_format=torch.contiguous_format)  # dL/dc(t) back through the steps, then dL/dc0
+    d_gates = gates.new_empty(gates.shape, dtype=w_hh.dtype)
+    dh0 = torch.empty_like(h0)
+    d_bias = gates.new_zeros(gate_width) if has_bias else None
+    d_bias_cell = gates.new_zeros(dc_all.shape[1]) if has_bias_cell else None
+    d_bias_hidden = gates.new_zeros(hidden) if has_bias_hidden else None
+    d_projected = torch.empty_like(d_out) if w_hr is not None else None
+    ctx.kernel.layer_backward(gates, cells, tanh_cells, d_out, dc_all, _packed(w_hh.t().contiguous(), len(h0)),
+                              w_hr.t().contiguous() if w_hr is not None else None, d_gates, dh0, d_bias, d_bias_cell,
+                              d_bias_hidden, d_projected, list(ctx.batch_sizes))
+    d_x = _linear(d_gates, w_ih.t().contiguous()).to(x_dtype) if ctx.needs_input_grad[0] else None
+    h_before = h_all[_previous_rows(ctx.batch_sizes)]
+    d_w_ih, d_w_hh = _weight_grad(d_gates, x).to(w_dtype), _weight_grad(d_gates, h_before).to(w_dtype)
+    d_w_hr = _weight_grad(d_projected.to(w_hh.dtype), summed_gemm).to(w_dtype) if w_hr is not None else None
+    return d_x, d_w_ih, d_bias, d_w_hh, dh0, dc_all, d_bias_cell, d_bias_hidden, d_w_hr, None, None, None
 
 
 def _gates_forward(a, c_prev, c, tanh_c, h, hidden, bias_cell, bias_hidden):

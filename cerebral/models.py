@@ -119,7 +119,7 @@ def lstm_backend_problems(cfg):
     if m.tie_init is True:
         problems.append("but the tied-path ablation (model.tie_init=true) runs on the equation path to keep its "
                         "paths equal; use train.backend=fused")
-    if cfg.train.elementwise != "aten":
+    if cfg.train.elementwise not in ("aten", "auto"):
         problems.append(f"so train.elementwise={cfg.train.elementwise} would do nothing; use train.elementwise=aten")
     return problems
 

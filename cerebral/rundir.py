@@ -39,6 +39,7 @@ from omegaconf.errors import OmegaConfBaseException
 from cerebral.atomic import atomic_path, nearest_existing, write_text_atomic
 from cerebral.config import RESUMABLE_KEYS, complete, config_differences
 from cerebral.data import sha256
+from cerebral.elementwise import resolve_elementwise
 from cerebral.errors import CheckpointError, ConfigError
 from cerebral.losslog import read_losses, write_losses
 from cerebral.models import resolve_backend
@@ -110,11 +111,14 @@ def saved_config(run_dir):
     return complete(saved)
 
 
-def settle_backend(cfg):
-    """Put the backend this run trains on into cfg.train.backend (`models.resolve_backend`): with
-    `auto`, a run folder resumes on the one it recorded. Before `check_run_dir`."""
+def settle_kernels(cfg):
+    """Put the backend and the elementwise kernel this run trains on into cfg.train
+    (`models.resolve_backend`, `elementwise.resolve_elementwise`): with `auto`, a run folder
+    resumes on the ones it recorded. Before `check_run_dir`."""
     saved = read_config(cfg.out_dir)
-    cfg.train.backend = resolve_backend(cfg, complete(saved).train.backend if saved else None)
+    saved = complete(saved).train if saved else None
+    cfg.train.backend = resolve_backend(cfg, saved.backend if saved else None)
+    cfg.train.elementwise = resolve_elementwise(cfg, saved.elementwise if saved else None)
 
 
 def check_run_dir(cfg):

@@ -46,7 +46,7 @@ def train(cfg):
     """Train (or resume, or extend) the run described by `cfg`; return the per-epoch losses.
     On the CPU it first calls `keep_freed_memory()`, which stays in force for the process."""
     check_config(cfg)
-    rundir.settle_backend(cfg)  # recorded resolved; a run folder resumes on its own
+    rundir.settle_kernels(cfg)  # recorded resolved; a run folder resumes on its own
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         keep_freed_memory()
@@ -79,7 +79,7 @@ def train(cfg):
 
     print(f"{cfg.task.name} {cfg.model.name}, seed {cfg.seed}: epochs {len(history)}-{cfg.train.epochs - 1} of "
           f"{sampler.steps} steps x {sampler.batch} sequences on {device_name(device)}, {cfg.train.precision}"
-          f"{'' if cfg.train.elementwise == 'aten' else ', elementwise cpp'} -> {run_dir}")
+          f"{'' if cfg.train.elementwise == 'aten' else f', elementwise {cfg.train.elementwise}'} -> {run_dir}")
     rundir.record_session(run_dir, cfg, device, parameter_count(model), LOADED_COMMIT)
     items_per_step = sampler.batch * task.inputs.shape[1]  # time steps: characters, pixel rows or words
     bar = tqdm(total=cfg.train.epochs * sampler.steps, initial=len(history) * sampler.steps,

@@ -1,4 +1,4 @@
-"""Numerics fingerprint: `python scripts/fingerprint.py [--precision fp32 bf16] [--elementwise cpp]`.
+"""Numerics fingerprint: `python scripts/fingerprint.py [--precision fp32 bf16] [--elementwise cpp|seq]`.
 
 Trains each paper model for a few steps at paper size, through the training loop's own pieces
 (config, data, seeding, batch sampler, `train_step`), and prints a digest of the losses and of
@@ -54,7 +54,7 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--elementwise", default="aten", choices=ELEMENTWISE,
-                        help="the fused cores' elementwise work (train.elementwise); cpp lines say so")
+                        help="the fused cores' elementwise work (train.elementwise); cpp and seq lines say so")
     args = parser.parse_args()
     paper = compose()
     one_epoch = paper.train.steps_per_epoch  # the steps are the first epoch's batches
@@ -62,7 +62,7 @@ def main():
         sys.exit(f"error: --steps must be from 1 to {one_epoch} (one epoch), got {args.steps}")
     try:
         data.load(paper.data.dir)  # missing or corrupt data: one line, before any work
-        if args.elementwise == "cpp":
+        if args.elementwise != "aten":
             kernel_ops()
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
@@ -71,7 +71,7 @@ def main():
     for precision in args.precision:
         for name in MODELS:
             losses, loss_digest, param_digest = fingerprint(name, args.steps, precision, args.elementwise)
-            label = precision if args.elementwise == "aten" else f"{precision} cpp"
+            label = precision if args.elementwise == "aten" else f"{precision} {args.elementwise}"
             print(f"{label} {name:<14} losses {loss_digest}  parameters {param_digest}  "
                   f"last loss {losses[-1]!r}")
 

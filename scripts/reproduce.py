@@ -60,10 +60,10 @@ def main(argv=None):
                      "override); give runs_dir=DIR, under which each model gets its own folder")
         for cfg in configs:
             check_config(cfg)
-            rundir.settle_backend(cfg)
+            rundir.settle_kernels(cfg)
             rundir.check_run_dir(cfg)  # every run folder before any trains: a refusal costs no hours
         data = chardata.load(configs[0].data.dir, configs[0].data.seq_len)
-        if configs[0].train.elementwise == "cpp":
+        if configs[0].train.elementwise != "aten":
             kernel_ops()  # built before the plan times its steps
         # where each run goes on: its checkpoint's epochs; epochs recorded past them train again
         done = [rundir.checkpoint_epochs(cfg.out_dir, build_model(cfg.model, data.vocab_size)) for cfg in configs]
@@ -76,7 +76,7 @@ def main(argv=None):
     warning = speed_warning(precision, device)
     if warning:
         print(warning)
-    elementwise = "" if configs[0].train.elementwise == "aten" else ", elementwise cpp"
+    elementwise = "" if configs[0].train.elementwise == "aten" else f", elementwise {configs[0].train.elementwise}"
     print(f"Plan on {device_name(device)}, {precision}{elementwise} (step times measured now):")
     print(f"{'model':<15}{'epochs':>8}{'done':>6}{'steps/epoch':>13}{'s/step':>8}{'estimate':>11}  out_dir")
     total = 0.0

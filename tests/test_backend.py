@@ -109,13 +109,13 @@ def test_a_run_folder_resumes_on_its_recorded_backend_under_auto(data_dir, tmp_p
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the same command on a CUDA machine
     for out_dir, expected in ((tmp_path / "run", "fused"), (tmp_path / "new", "lstm")):
         cfg = compose("model=cerebral_lstm", f"out_dir={out_dir}")
-        rundir.settle_backend(cfg)
+        rundir.settle_kernels(cfg)
         assert cfg.train.backend == expected
     legacy = tmp_path / "legacy"  # a config saved before train.backend existed reads as fused
     legacy.mkdir()
     (legacy / "config.yaml").write_text((tmp_path / "run" / "config.yaml").read_text().replace("  backend: fused\n", ""))
     cfg = compose("model=cerebral_lstm", f"out_dir={legacy}")
-    rundir.settle_backend(cfg)
+    rundir.settle_kernels(cfg)
     assert cfg.train.backend == "fused"
 
 
@@ -125,6 +125,7 @@ def test_a_run_folder_resumes_on_its_recorded_backend_under_auto(data_dir, tmp_p
     (["model=novo_lstm"], "no nn.LSTM computes model.core=novo's cell"),
     (["model=cerebral_lstm_tied"], "the tied-path ablation"),
     (["model=cerebral_lstm", "train.elementwise=cpp"], "train.elementwise=cpp would do nothing"),
+    (["model=cerebral_lstm", "train.elementwise=seq"], "train.elementwise=seq would do nothing"),
 ])
 def test_the_lstm_backend_refuses_what_it_cannot_run_in_one_line(overrides, cause, data_dir, tmp_path):
     with pytest.raises(ConfigError, match=cause):

@@ -1,6 +1,6 @@
-"""The C++ elementwise kernel of the fused cores (train.elementwise=cpp) against the ATen calls it
-replaces, and the accuracy of its own exp; and the option. (Its float64 gradcheck is
-tests/test_fused.py's, run with either elementwise choice.)"""
+"""The C++ kernels of the fused cores (train.elementwise=cpp: each step's elementwise work; seq:
+the whole loop over the steps) against the ATen calls they replace, and the accuracy of their own
+exp; and the option. (Their float64 gradcheck is tests/test_fused.py's, run with every choice.)"""
 
 import pytest
 import torch
@@ -39,10 +39,20 @@ def with_post_biases(core):
     return core
 
 
+KERNELS = ("cpp", "seq")
+# the kernel ops each choice calls, per step (cpp) or per layer (seq), forward then backward
+CALLS = {"cpp": ("gates_forward", "gates_backward"), "seq": ("layer_forward", "layer_backward")}
+
+
+def calls_per_layer(kind, steps):
+    return steps if kind == "cpp" else 1
+
+
+@pytest.mark.parametrize("kind", KERNELS)
 @pytest.mark.parametrize("cls", [CerebralLSTM, PostBiasLSTM])
 @pytest.mark.parametrize("options", [dict(num_layers=2, bias=True), dict(bias=False), dict(proj_size=12),
                                      dict(bidirectional=True, num_layers=2)])
-def test_the_kernel_matches_the_aten_calls_in_outputs_and_every_gradient(cls, options, kernel_calls):
+def test_the_kernel_matches_the_aten_calls_in_outputs_and_every_gradient(cls, options, kind, kernel_calls):
     torch.manual_seed(len(options))
     core = with_post_biases(cls(10, 48, **options))
     layers = core.num_layers * core.num_directions
@@ -52,23 +62,26 @@ def test_the_kernel_matches_the_aten_calls_in_outputs_and_every_gradient(cls, op
         return torch.randn(layers, 6, width, requires_grad=True)
     h = s(core.proj_size or 48)
     state = (h, (s(48), s(48))) if cls is CerebralLSTM else (h, s(48))
-    ours = outputs_and_gradients(core, x, state, "cpp")
-    assert kernel_calls.count("gates_forward") == kernel_calls.count("gates_backward") == 9 * layers
+    ours = outputs_and_gradients(core, x, state, kind)
+    forward, backward = CALLS[kind]
+    assert kernel_calls.count(forward) == kernel_calls.count(backward) == calls_per_layer(kind, 9) * layers
     theirs = outputs_and_gradients(core, x, state, "aten")
-    assert len(kernel_calls) == 2 * 9 * layers  # the aten run called none
+    assert len(kernel_calls) == 2 * calls_per_layer(kind, 9) * layers  # the aten run called none
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", KERNELS)
+@pytest.mark.parametrize("projection", [0, 3])
 @pytest.mark.parametrize("cls", [CerebralLSTM, PostBiasLSTM])
-def test_the_kernel_matches_the_aten_calls_on_sequences_of_different_lengths(cls, kernel_calls):
+def test_the_kernel_matches_the_aten_calls_on_sequences_of_different_lengths(cls, projection, kind, kernel_calls):
     torch.manual_seed(3)
-    core = with_post_biases(cls(5, 32, batch_first=True))
+    core = with_post_biases(cls(5, 32, batch_first=True, proj_size=projection))
     x = torch.randn(4, 7, 5, requires_grad=True)
     def packed():
         return pack_padded_sequence(x, torch.tensor([7, 3, 5, 1]), batch_first=True, enforce_sorted=False)
-    ours = outputs_and_gradients(core, packed(), None, "cpp", leaf=x)
-    assert kernel_calls.count("gates_backward") == 7  # one per step of the longest sequence
+    ours = outputs_and_gradients(core, packed(), None, kind, leaf=x)
+    assert kernel_calls.count(CALLS[kind][1]) == calls_per_layer(kind, 7)  # cpp: one per step of the longest
     theirs = outputs_and_gradients(core, packed(), None, "aten", leaf=x)
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
@@ -106,37 +119,64 @@ def test_the_kernel_carries_nan_and_saturates_at_infinity():
     assert tanh[[17, 18, 40, 41]].tolist() == [1.0, -1.0, 1.0, -1.0]
 
 
-def test_the_kernel_runs_under_bf16_autocast_and_agrees_with_the_aten_calls_there(kernel_calls):
+@pytest.mark.parametrize("kind", KERNELS)
+def test_the_kernel_runs_under_bf16_autocast_and_agrees_with_the_aten_calls_there(kind, kernel_calls):
     torch.manual_seed(5)
-    core = CerebralLSTM(32, 64, batch_first=True)
-    x = torch.randn(8, 10, 32)
+    core = with_post_biases(PostBiasLSTM(32, 64, batch_first=True, num_layers=2))
+    x = torch.randn(8, 10, 32, requires_grad=True)
     results = {}
-    for kind in ("aten", "cpp"):
-        core.elementwise = kind
+    for name in ("aten", kind):
         with autocast("bf16", "cpu"):
-            results[kind] = core(x)[0]
-    assert kernel_calls == ["gates_forward"] * 10
-    core.elementwise = "cpp"
-    fp32 = core(x)[0]
-    assert results["cpp"].dtype == torch.float32
-    torch.testing.assert_close(results["cpp"], results["aten"], rtol=0, atol=2e-3)  # the GEMMs' bf16 rounding apart
-    assert not torch.equal(results["cpp"], fp32)  # bf16 ran
+            results[name] = outputs_and_gradients(core, x, None, name)
+    assert kernel_calls == [CALLS[kind][0]] * calls_per_layer(kind, 10) * 2 + [CALLS[kind][1]] * calls_per_layer(kind, 10) * 2
+    fp32 = outputs_and_gradients(core, x, None, kind)
+    assert results[kind][0].dtype == torch.float32
+    for ours, theirs in zip(results[kind], results["aten"], strict=True):  # the activations' own rounding apart
+        torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-4)
+    assert not torch.equal(results[kind][0], fp32[0])  # bf16 ran
 
 
-def test_a_run_trains_with_the_kernel_near_the_aten_run_and_its_folder_keeps_its_choice(data_dir, tmp_path, capsys,
+@pytest.mark.parametrize("kind", KERNELS)
+def test_a_run_trains_with_the_kernel_near_the_aten_run_and_its_folder_keeps_its_choice(kind, data_dir, tmp_path, capsys,
                                                                                          kernel_calls, monkeypatch):
-    aten = train(compose(*tiny_overrides(data_dir, tmp_path / "aten")))
+    aten = train(compose(*tiny_overrides(data_dir, tmp_path / "aten", "train.elementwise=aten")))
     assert kernel_calls == []
-    cpp = train(compose(*tiny_overrides(data_dir, tmp_path / "cpp", "train.elementwise=cpp")))
+    ours = train(compose(*tiny_overrides(data_dir, tmp_path / kind, f"train.elementwise={kind}")))
     steps = 3 * 2  # 3 steps an epoch, 2 epochs; the tiny Cerebral LSTM runs 20 characters a step
-    assert kernel_calls.count("gates_forward") == kernel_calls.count("gates_backward") == 20 * steps
-    assert max(abs(a - b) for a, b in zip(aten, cpp, strict=True)) < 1e-4
-    assert "elementwise cpp ->" in capsys.readouterr().out
-    with pytest.raises(ConfigError, match="train.elementwise: 'cpp' -> 'aten'"):
-        train(compose(*tiny_overrides(data_dir, tmp_path / "cpp", "train.epochs=3")))
+    forward, backward = CALLS[kind]
+    assert kernel_calls.count(forward) == kernel_calls.count(backward) == calls_per_layer(kind, 20) * steps
+    assert max(abs(a - b) for a, b in zip(aten, ours, strict=True)) < 1e-4
+    assert f"elementwise {kind} ->" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=f"train.elementwise: '{kind}' -> 'aten'"):
+        train(compose(*tiny_overrides(data_dir, tmp_path / kind, "train.elementwise=aten", "train.epochs=3")))
     monkeypatch.setattr(elementwise, "kernel_ops", lambda: pytest.fail("built for a folder that refuses the run"))
-    with pytest.raises(ConfigError, match="train.elementwise: 'aten' -> 'cpp'"):
-        train(compose(*tiny_overrides(data_dir, tmp_path / "aten", "train.elementwise=cpp", "train.epochs=3")))
+    with pytest.raises(ConfigError, match=f"train.elementwise: 'aten' -> '{kind}'"):
+        train(compose(*tiny_overrides(data_dir, tmp_path / "aten", f"train.elementwise={kind}", "train.epochs=3")))
+
+
+def test_auto_gives_a_new_cpu_run_the_sequence_kernel_only_on_a_listed_cpu(monkeypatch):
+    cfg = compose("device=cpu")
+    assert cfg.train.elementwise == "auto"
+    assert elementwise.resolve_elementwise(cfg) == "aten"  # this CPU not listed
+    monkeypatch.setattr(elementwise, "SEQUENCE_CPUS", {elementwise.cpu_key(): "listed"})
+    assert elementwise.resolve_elementwise(cfg) == "seq"
+    assert elementwise.resolve_elementwise(cfg, recorded="aten") == "aten"  # a run folder keeps its own
+    assert elementwise.resolve_elementwise(compose("device=cpu", "train.backend=lstm")) == "aten"
+    assert elementwise.resolve_elementwise(compose("device=cpu", "train.elementwise=cpp")) == "cpp"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert elementwise.resolve_elementwise(compose()) == "aten"  # device=auto on a CUDA machine
+
+
+def test_a_committed_aten_run_resumes_under_auto_and_a_new_run_records_the_kernel(data_dir, tmp_path, monkeypatch,
+                                                                                 kernel_calls):
+    train(compose(*tiny_overrides(data_dir, tmp_path / "aten", "train.elementwise=aten")))
+    monkeypatch.setattr(elementwise, "SEQUENCE_CPUS", {elementwise.cpu_key(): "listed"})
+    train(compose(*tiny_overrides(data_dir, tmp_path / "aten", "train.epochs=3")))  # no override: resumes
+    assert kernel_calls == []
+    assert "elementwise: aten" in (tmp_path / "aten" / "config.yaml").read_text()
+    train(compose(*tiny_overrides(data_dir, tmp_path / "new")))
+    assert "layer_forward" in kernel_calls
+    assert "elementwise: seq" in (tmp_path / "new" / "config.yaml").read_text()
 
 
 def test_a_saved_config_without_the_key_reads_as_the_aten_calls():
@@ -147,17 +187,18 @@ def test_a_saved_config_without_the_key_reads_as_the_aten_calls():
 
 
 def test_an_unknown_elementwise_choice_is_refused_before_any_work(data_dir, tmp_path):
-    with pytest.raises(ConfigError, match="train.elementwise must be aten or cpp, got 'triton'"):
+    with pytest.raises(ConfigError, match="train.elementwise must be aten or cpp or seq or auto, got 'triton'"):
         train(compose(*tiny_overrides(data_dir, tmp_path / "run", "train.elementwise=triton")))
     assert not (tmp_path / "run").exists()
 
 
-def test_a_kernel_that_cannot_be_built_is_one_line_before_any_work(data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", KERNELS)
+def test_a_kernel_that_cannot_be_built_is_one_line_before_any_work(kind, data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     monkeypatch.setattr(elementwise, "kernel_ops", elementwise.kernel_ops.__wrapped__)  # not the cached build
-    with pytest.raises(ConfigError, match=r"could not build .*gates\.cpp \(no C\+\+ compiler: '.*no-such-compiler' is "
-                                          r"not on PATH\); it needs a C\+\+ compiler") as caught:
-        train(compose(*tiny_overrides(data_dir, tmp_path / "run", "train.elementwise=cpp")))
+    with pytest.raises(ConfigError, match=r"could not build the C\+\+ kernels of .*csrc \(no C\+\+ compiler: "
+                                          r"'.*no-such-compiler' is not on PATH\); they need a C\+\+ compiler") as caught:
+        train(compose(*tiny_overrides(data_dir, tmp_path / "run", f"train.elementwise={kind}")))
     assert "\n" not in str(caught.value) and "train.elementwise=aten" in str(caught.value)
     assert not (tmp_path / "run").exists()
 
@@ -168,28 +209,34 @@ def test_a_failed_compile_names_the_compilers_error_not_its_command_line():
     assert elementwise._cause(error) == "gates.cpp:12:3: error: 'bit_cast' is not a member of 'std'"
 
 
-def test_the_kernel_on_a_cuda_device_is_refused(monkeypatch):
+@pytest.mark.parametrize("kind", KERNELS)
+def test_the_kernel_on_a_cuda_device_is_refused(kind, monkeypatch):
     from cerebral.config import check_config
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    with pytest.raises(ConfigError, match="train.elementwise=cpp is a CPU kernel, but device=auto trains on CUDA"):
-        check_config(compose("train.elementwise=cpp"))
-    check_config(compose("train.elementwise=cpp", "device=cpu"))
+    with pytest.raises(ConfigError, match=f"train.elementwise={kind} is a CPU kernel, but device=auto trains on CUDA"):
+        check_config(compose(f"train.elementwise={kind}"))
+    check_config(compose(f"train.elementwise={kind}", "device=cpu"))
+    check_config(compose())  # auto: aten there
 
 
-def test_the_kernels_results_do_not_depend_on_the_number_of_threads(kernel_calls):
+@pytest.mark.parametrize("kind", KERNELS)
+def test_the_kernels_results_do_not_depend_on_the_number_of_threads(kind, kernel_calls):
+    """The kernels' own sums over rows (the bias gradients) in one order at any thread count; the
+    recurrent weights zero, so that no GEMM library's own choices enter the sequence kernel's bits."""
     torch.manual_seed(7)
     core = with_post_biases(PostBiasLSTM(16, 256, batch_first=True))  # 256 columns: split over threads
-    core.elementwise = "cpp"
+    with torch.no_grad():
+        core.weight_hh_l0.zero_()
     x = torch.randn(32, 6, 16, requires_grad=True)
     threads = torch.get_num_threads()
     results = []
     try:
         for n in (1, 3):
             torch.set_num_threads(n)
-            results.append(outputs_and_gradients(core, x, None, "cpp"))
+            results.append(outputs_and_gradients(core, x, None, kind))
     finally:
         torch.set_num_threads(threads)
-    assert "gates_backward" in kernel_calls
+    assert CALLS[kind][1] in kernel_calls
     for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)

@@ -79,6 +79,7 @@ def test_fused_backward_gradcheck(paths, bias, post_biases, projection, layout, 
             make(projection, hidden) if projection else None, batch_sizes, None, elementwise)
     assert torch.autograd.gradcheck(FusedLayer.apply, args)
     assert ("gates_forward" in kernel_calls and "gates_backward" in kernel_calls) == (elementwise == "cpp")
+    assert ("layer_forward" in kernel_calls and "layer_backward" in kernel_calls) == (elementwise == "seq")
 
 
 def test_the_paper_models_use_the_fused_path():
@@ -123,13 +124,15 @@ def test_to_upstream_refuses_what_the_package_cannot_take():
     torch.testing.assert_close(ours.to_upstream()(x)[0], ours(x)[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("elementwise", ["aten", "seq"])
 @pytest.mark.parametrize("mode", ["bidirectional", "packed bidirectional projected"])
 @pytest.mark.parametrize("cls", [CerebralLSTM, PostBiasLSTM])
-def test_fused_core_gradcheck_in_every_mode(cls, mode):
+def test_fused_core_gradcheck_in_every_mode(cls, mode, elementwise):
     """The whole core on the fused path: the reverse direction's reordering of each sequence's
     steps, the packed layout's final states and the projection, through float64 gradcheck."""
     torch.manual_seed(5)
     core = cls(3, 3, num_layers=2, bidirectional=True, proj_size=2 if "projected" in mode else 0, dtype=torch.float64)
+    core.elementwise = elementwise
     assert core.fused
     x = torch.randn(4, 3, 3, dtype=torch.float64, requires_grad=True)
     lengths = torch.tensor([2, 4, 1])
