@@ -53,7 +53,7 @@ study: data
 	$(MAKE) --no-print-directory figures compare RUNS=results/studies/$(EXPERIMENT)
 
 # Sequence classification (conf/task/): every core and seed on TASK, then the accuracy table and
-# figures in results/tasks/$(TASK), e.g. make task TASK=mnist ARGS="data.mnist_dir=$HOME/mnist"
+# figures in results/tasks/$(TASK), e.g. make task TASK=mnist1d (mnist, imdb, japanese_vowels download into data/)
 task: data
 	$(PY) -m cerebral.train -m task=$(TASK) model=$(TASK_MODELS) seed=$(TASK_SEEDS) $(ARGS)
 	$(MAKE) --no-print-directory figures compare RUNS=results/tasks/$(TASK)

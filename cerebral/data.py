@@ -3,7 +3,8 @@
 Every file comes from mr-ravin/cerebral-rnn-experimental-results at a pinned commit and is
 checked against a pinned SHA-256 before it is used. `CEREBRAL_DATA_MIRROR=DIR` copies from a
 local checkout of that repository instead of downloading; `CEREBRAL_DATA_URL` replaces the
-download base URL. Run `python -m cerebral.data [DIR]` (`make data`) to fetch.
+download base URL. Run `python -m cerebral.data [DIR]` (`make data`) to fetch. `fetch` serves
+the classification tasks' downloads too, from their own `Origin` (`cerebral.taskdata`).
 """
 
 import hashlib
@@ -59,55 +60,84 @@ def sha256(path):
     return digest.hexdigest()
 
 
+def is_pinned(path, expected):
+    """Whether the file at `path` exists with the SHA-256 `expected`."""
+    return path.is_file() and sha256(path) == expected
+
+
 def _fix_hint():
     return ("Run `make data` (or `python -m cerebral.data`) to fetch it again; "
             "set CEREBRAL_DATA_MIRROR=DIR to copy from a local checkout of "
             f"{UPSTREAM_REPO} instead of downloading.")
 
 
-def _fetch_one(upstream_path, target, expected, mirror, base_url):
+@dataclass(frozen=True)
+class Origin:
+    """Where a set of pinned files comes from, for `fetch` and its messages: the default base
+    address, the variables that redirect it, what a mirror folder holds and what the pins are."""
+
+    url: str
+    mirror_var: str
+    url_var: str
+    mirror_layout: str
+    pinned_as: str
+
+
+SIMPSONS = Origin(DEFAULT_URL, "CEREBRAL_DATA_MIRROR", "CEREBRAL_DATA_URL", f"a local checkout of {UPSTREAM_REPO}",
+                  f"commit {UPSTREAM_COMMIT[:7]} of {UPSTREAM_REPO}")
+
+
+def copy_source(upstream_path, out, mirror, base_url, origin):
+    """Write `upstream_path` from the mirror folder, or else from the base address, into the open
+    file `out`; return where it came from."""
+    if mirror is not None:
+        source = Path(mirror) / upstream_path
+        if not source.is_file():
+            raise DataError(f"{upstream_path} is missing from the mirror {mirror} ({origin.mirror_var}). "
+                            f"Point it at {origin.mirror_layout}, or unset it to download.")
+        with open(source, "rb") as f:
+            shutil.copyfileobj(f, out)
+        return source
+    source = f"{base_url.rstrip('/')}/{upstream_path}"
+    try:
+        with urllib.request.urlopen(source, timeout=60) as response:
+            shutil.copyfileobj(response, out)
+    except (OSError, ValueError) as e:  # urllib's errors, refused connections, timeouts; a URL without a scheme
+        raise DataError(f"could not download {upstream_path} from {source}: {e}. Check the connection and "
+                        f"{origin.url_var}, or set {origin.mirror_var}=DIR to {origin.mirror_layout}.") from e
+    return source
+
+
+def check_pinned(path, name, source, expected, origin):
+    """Refuse the file at `path` (`name` from `source`) unless its SHA-256 is the pinned one."""
+    actual = sha256(path)
+    if actual != expected:
+        raise DataError(f"{name} from {source} is not the pinned file: SHA-256 expected {expected}, got {actual}. "
+                        f"The source is corrupt or not {origin.pinned_as}; fix {origin.url_var} / "
+                        f"{origin.mirror_var}, or unset both to download from {origin.url}.")
+
+
+def _fetch_one(upstream_path, target, expected, mirror, base_url, origin):
     """Copy or download one file to a temporary name, verify it, then rename it into place."""
     with atomic_path(target) as tmp, open(tmp, "wb") as out:
-        if mirror is not None:
-            source = Path(mirror) / upstream_path
-            if not source.is_file():
-                raise DataError(f"{upstream_path} is missing from the mirror {mirror} "
-                                "(CEREBRAL_DATA_MIRROR). Point it at a checkout of "
-                                f"{UPSTREAM_REPO}, or unset it to download.")
-            with open(source, "rb") as f:
-                shutil.copyfileobj(f, out)
-        else:
-            source = f"{base_url.rstrip('/')}/{upstream_path}"
-            try:
-                with urllib.request.urlopen(source, timeout=60) as response:
-                    shutil.copyfileobj(response, out)
-            except (OSError, ValueError) as e:  # urllib's errors, refused connections, timeouts; a URL without a scheme
-                raise DataError(f"could not download {upstream_path} from {source}: {e}. "
-                                "Check the connection and CEREBRAL_DATA_URL, or set "
-                                "CEREBRAL_DATA_MIRROR=DIR to a local checkout of "
-                                f"{UPSTREAM_REPO}.") from e
+        source = copy_source(upstream_path, out, mirror, base_url, origin)
         out.close()
-        actual = sha256(tmp)
-        if actual != expected:
-            raise DataError(f"{upstream_path} from {source} is not the pinned file: SHA-256 "
-                            f"expected {expected}, got {actual}. The source is corrupt or not "
-                            f"commit {UPSTREAM_COMMIT[:7]} of {UPSTREAM_REPO}; fix "
-                            "CEREBRAL_DATA_URL / CEREBRAL_DATA_MIRROR, or unset both to "
-                            "download from GitHub.")
+        check_pinned(tmp, upstream_path, source, expected, origin)
 
 
-def fetch(data_dir=DEFAULT_DIR, mirror=None, base_url=None, log=print):
-    """Fetch every pinned file into `data_dir`; files already present and verified are kept."""
-    mirror = mirror if mirror is not None else os.environ.get("CEREBRAL_DATA_MIRROR") or None
-    base_url = base_url or os.environ.get("CEREBRAL_DATA_URL") or DEFAULT_URL
+def fetch(data_dir=DEFAULT_DIR, mirror=None, base_url=None, log=print, files=FILES, origin=SIMPSONS):
+    """Fetch every pinned file of `files` (upstream path -> (local path, SHA-256)) into `data_dir`
+    from `origin`; files already present and verified are kept."""
+    mirror = mirror if mirror is not None else os.environ.get(origin.mirror_var) or None
+    base_url = base_url or os.environ.get(origin.url_var) or origin.url
     data_dir = Path(data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise DataError(f"the data folder {data_dir} is a file; give another folder (data.dir=PATH, or --data PATH)")
-    for upstream_path, (local, expected) in FILES.items():
+    for upstream_path, (local, expected) in files.items():
         target = data_dir / local
-        if target.is_file() and sha256(target) == expected:
+        if is_pinned(target, expected):
             continue
-        _fetch_one(upstream_path, target, expected, mirror, base_url)
+        _fetch_one(upstream_path, target, expected, mirror, base_url, origin)
         log(f"fetched {target} (sha256 {expected[:12]}...)")
     return data_dir
 

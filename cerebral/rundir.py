@@ -187,11 +187,12 @@ def read_record(run_dir):
                       "resumes; the record of its earlier sessions is lost)")
 
 
-def record_session(run_dir, cfg, device, parameters, commit):
+def record_session(run_dir, cfg, device, parameters, commit, data_sha256=None):
     """Save the resolved config, and append this process's device (on a CPU with its family, model
     and bf16 flags, cpu_features, and its thread count), versions, precision, commit
-    (of the code it runs) and command to run.json (one entry per session that trains), with the
-    model's parameter count."""
+    (of the code it runs), command and, where the task gives them, the SHA-256s of what its data
+    was read or generated from, to run.json (one entry per session that trains), with the model's
+    parameter count."""
     write_text_atomic(run_dir / CONFIG, OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)))
     record = read_record(run_dir) or {"sessions": []}
     record["parameters"] = parameters
@@ -201,7 +202,7 @@ def record_session(run_dir, cfg, device, parameters, commit):
         **({"cpu": cpu_features(), "threads": torch.get_num_threads()} if device.type == "cpu" else {}),
         "torch": torch.__version__,
         "python": platform.python_version(), "git_commit": commit, "precision": cfg.train.precision,
-        "command": command_line(),
+        "command": command_line(), **({"data_sha256": data_sha256} if data_sha256 else {}),
     })
     _write_record(run_dir, record)
 

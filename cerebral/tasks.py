@@ -1,7 +1,8 @@
 """What a run learns, chosen by `task=`: the paper's character model (`charlm`, the default) or
-a sequence classifier (`digits`, `mnist`, `imdb`). A task hands the training loop its model, the
-number of training items, the loss of a batch of them, and the metrics it adds after each epoch;
-the loop, the run directory, resume and seeding are the same for all.
+a sequence classifier (`digits`, `mnist`, `imdb`, `mnist1d`, `japanese_vowels`). A task hands the
+training loop its model, the number of training items, the loss of a batch of them, the metrics
+it adds after each epoch and the SHA-256 of its data; the loop, the run directory, resume and
+seeding are the same for all.
 """
 
 import math
@@ -12,9 +13,9 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from cerebral import data as chardata
-from cerebral import seqdata
+from cerebral import seqdata, taskdata
 from cerebral.cores import use_backend
-from cerebral.elementwise import use_elementwise
+from cerebral.elementwise import resolve_elementwise, use_elementwise
 from cerebral.errors import ConfigError
 from cerebral.models import build_core, build_model, init_model_, resolve_backend
 from cerebral.precision import full_precision, native_lstm_context
@@ -36,6 +37,7 @@ class _Task:
     tensors = ("inputs", "targets")
     columns = ()  # the metrics `evaluate` adds to metrics.csv
     vocab = None  # saved in the checkpoint: the character task's vocabulary
+    data_sha256 = None  # for run.json: {what the data was read or generated from: its SHA-256}
 
     def __len__(self):
         return len(self.inputs)
@@ -107,14 +109,13 @@ class SequenceClassifier(nn.Module):
     words) do. Input (B, T, features), or token ids (B, T) with `vocab_size` (id 0 is padding,
     on the left); out the logits (B, num_classes), in fp32 also under bf16 autocast.
 
-    With `packed` (token ids only), each sequence goes through the core as a PackedSequence at
-    its own length, so that no padding reaches the core, and the classifier reads each one's
-    final state; a sequence without tokens reads as the zero state."""
+    With `packed`, each sequence goes through the core as a PackedSequence at its own length, so
+    that no padding reaches the core, and the classifier reads each one's final state; a sequence
+    of padding only reads as the zero state. Its padding is on the left: token id 0, or NaN
+    features, which would turn the logits NaN if they ever reached the core."""
 
     def __init__(self, core, num_classes, vocab_size=None, packed=False):
         super().__init__()
-        if packed and not vocab_size:
-            raise ValueError("SequenceClassifier: packed input needs token ids (vocab_size), whose 0 is padding")
         self.embedding = nn.Embedding(vocab_size, core.input_size, padding_idx=0) if vocab_size else None
         self.core = core
         self.packed = packed
@@ -136,62 +137,93 @@ class SequenceClassifier(nn.Module):
         with full_precision(last.device):  # fp32 logits (and loss) under bf16 autocast
             return self.head(last.to(self.head.weight.dtype))
 
-    def _final_states(self, tokens):
+    def _final_states(self, x):
         """The last layer's final h of each direction, (B, D*H), each left-padded sequence run at
         its own length."""
-        lengths = (tokens != 0).sum(1)
-        steps = tokens.shape[1]
-        # Left padding to right: row j's tokens start at steps - lengths[j]; the padding wraps round behind them.
-        starts = (torch.arange(steps, device=tokens.device) + (steps - lengths).unsqueeze(1)) % steps
-        tokens, present = tokens.gather(1, starts), lengths > 0
-        last = tokens.new_zeros(len(tokens), self.directions * self.width, dtype=self.head.weight.dtype)
+        padding = x == 0 if self.embedding is not None else x[..., 0].isnan()
+        lengths = (~padding).sum(1)
+        steps = x.shape[1]
+        # Left padding to right: row j's steps start at steps - lengths[j]; the padding wraps round behind them.
+        starts = (torch.arange(steps, device=x.device) + (steps - lengths).unsqueeze(1)) % steps
+        x = x.gather(1, starts if x.dim() == 2 else starts.unsqueeze(-1).expand_as(x))
+        present = lengths > 0
+        last = torch.zeros(len(x), self.directions * self.width, dtype=self.head.weight.dtype, device=x.device)
         if present.any():
-            packed = pack_padded_sequence(self.embedding(tokens[present]), lengths[present].cpu(), batch_first=True,
-                                          enforce_sorted=False)
+            inputs = x[present] if self.embedding is None else self.embedding(x[present])
+            packed = pack_padded_sequence(inputs, lengths[present].cpu(), batch_first=True, enforce_sorted=False)
             with native_lstm_context(self.core, packed):
                 _, (h, *_) = self.core(packed)
             last[present] = torch.cat(list(h[-self.directions:]), dim=-1).to(last.dtype)
         return last
 
 
-class Classification(_Task):
-    """Sequence classification: train and test loss and accuracy after every epoch."""
+VALIDATED = ("mnist1d", "japanese_vowels")  # the tasks whose presets have data.validation
+VALIDATION_FRACTION, VALIDATION_SEED = 0.1, 0
 
-    tensors = ("inputs", "targets", "test_inputs", "test_targets")
-    columns = ("train_accuracy", "test_loss", "test_accuracy")
+
+def load_classification(cfg):
+    """The `seqdata.ClassificationData` of task `cfg.task.name`; files not given are downloaded
+    into data.dir (`taskdata.fetch`)."""
+    d, name = cfg.data, cfg.task.name
+    if name == "digits":
+        return seqdata.load_digits(d.test_fraction, d.split_seed)
+    if name == "mnist":
+        return seqdata.load_mnist(d.mnist_dir or taskdata.fetch("mnist", d.dir))
+    if name == "imdb":
+        path = d.imdb_csv or taskdata.fetch("imdb", d.dir) / "aclImdb_v1.tar.gz"
+        return seqdata.load_imdb(path, d.num_reviews, d.vocab_size, d.seq_len, d.test_fraction, d.split_seed)
+    if name == "mnist1d":
+        return seqdata.load_mnist1d()
+    return seqdata.load_japanese_vowels(taskdata.fetch("japanese_vowels", d.dir))
+
+
+class Classification(_Task):
+    """Sequence classification: loss and accuracy on the training and the test set after every
+    epoch. With data.validation=true (MNIST-1D, Japanese Vowels) a stratified 10% of the training
+    set, drawn with seed 0, is held out and takes the test set's place (val_loss, val_accuracy),
+    so that epochs and learning rate are chosen without looking at the test set."""
+
+    tensors = ("inputs", "targets", "held_inputs", "held_targets")
 
     @staticmethod
     def check_config(cfg, checks):
-        d, need = cfg.data, checks.need
-        if cfg.task.name in ("digits", "imdb"):  # split here; MNIST comes split
+        d, need, name = cfg.data, checks.need, cfg.task.name
+        if name in ("digits", "imdb"):  # split here; the others come split
             need(checks.is_number(d.test_fraction) and 0 < d.test_fraction < 1, "data.test_fraction",
                  "a number in (0, 1)", 0.25)
             need(checks.is_int(d.split_seed) and d.split_seed >= 0, "data.split_seed", "a non-negative integer", 0)
-        if cfg.task.name == "mnist":
-            need(isinstance(d.mnist_dir, str) and d.mnist_dir != "", "data.mnist_dir",
-                 "the folder of the four MNIST IDX files", "$HOME/mnist")
-        if cfg.task.name == "imdb":
-            need(isinstance(d.imdb_csv, str) and d.imdb_csv != "", "data.imdb_csv",
-                 'the path of Kaggle\'s "IMDB Dataset.csv"', "'$HOME/IMDB Dataset.csv'")
+        if name == "mnist":
+            need(d.mnist_dir is None or (isinstance(d.mnist_dir, str) and d.mnist_dir != ""), "data.mnist_dir",
+                 "null (downloaded into data.dir) or the folder of the four MNIST IDX files", "$HOME/mnist")
+        if name == "imdb":
+            need(d.imdb_csv is None or (isinstance(d.imdb_csv, str) and d.imdb_csv != ""), "data.imdb_csv",
+                 'null (the Stanford archive, downloaded into data.dir) or the path of Kaggle\'s "IMDB Dataset.csv"',
+                 "'$HOME/IMDB Dataset.csv'")
             need(checks.is_int(cfg.task.embedding_size) and cfg.task.embedding_size > 0, "task.embedding_size",
                  "a positive integer", 64)
             for key, example in (("num_reviews", 5000), ("vocab_size", 1000)):
                 need(checks.is_int(d[key]) and d[key] > 0, f"data.{key}", "a positive integer", example)
             need(d.padding in PADDINGS, "data.padding", "left (padded to data.seq_len, as the notebook) or packed "
                  "(each review at its own length)", "packed")
+        if name in VALIDATED:
+            need(isinstance(d.validation, bool), "data.validation", "true (a held-out 10% of the training set in "
+                 "place of the test set) or false", "true")
+        if name == "mnist1d":
+            seqdata.require_mnist1d()  # a missing package: one line, before any work
 
     def __init__(self, cfg):
         d, t = cfg.data, cfg.task
-        if t.name == "digits":
-            data = seqdata.load_digits(d.test_fraction, d.split_seed)
-        elif t.name == "mnist":
-            data = seqdata.load_mnist(d.mnist_dir)
-        else:
-            data = seqdata.load_imdb(d.imdb_csv, d.num_reviews, d.vocab_size, d.seq_len, d.test_fraction, d.split_seed)
+        data = load_classification(cfg)
+        self.data_sha256 = data.digests
         self.inputs, self.targets = data.train_x, data.train_y
-        self.test_inputs, self.test_targets = data.test_x, data.test_y
+        self.held_inputs, self.held_targets, held_out = data.test_x, data.test_y, "test"
+        if t.name in VALIDATED and d.validation:
+            kept, val = seqdata.validation_split(self.targets, VALIDATION_FRACTION, VALIDATION_SEED)
+            self.held_inputs, self.held_targets, held_out = self.inputs[val], self.targets[val], "val"
+            self.inputs, self.targets = self.inputs[kept], self.targets[kept]
+        self.columns = ("train_accuracy", f"{held_out}_loss", f"{held_out}_accuracy")
         core = build_core(cfg.model, data.input_size or t.embedding_size)
-        packed = t.name == "imdb" and d.padding == "packed"
+        packed = t.name == "japanese_vowels" or (t.name == "imdb" and d.padding == "packed")
         self.model = init_model_(SequenceClassifier(core, data.num_classes, data.vocab_size, packed), cfg.model)
 
     def loss(self, model, batch):
@@ -207,17 +239,17 @@ class Classification(_Task):
 
     def evaluate(self, model):
         _, train_accuracy = self._loss_and_accuracy(model, self.inputs, self.targets)
-        test_loss, test_accuracy = self._loss_and_accuracy(model, self.test_inputs, self.test_targets)
-        return {"train_accuracy": train_accuracy, "test_loss": test_loss, "test_accuracy": test_accuracy}
+        held_loss, held_accuracy = self._loss_and_accuracy(model, self.held_inputs, self.held_targets)
+        return dict(zip(self.columns, (train_accuracy, held_loss, held_accuracy), strict=True))
 
 
-TASKS = {"charlm": CharLM, "digits": Classification, "mnist": Classification, "imdb": Classification}
+TASKS = {"charlm": CharLM, **{name: Classification for name in ("digits", "mnist", "imdb", *VALIDATED)}}
 
 
 def make_task(cfg):
     """The task `cfg.task.name` names, with its data loaded and its model built (on the CPU), its
     fused cores doing their elementwise work as `train.elementwise` says, on `train.backend`."""
     task = TASKS[cfg.task.name](cfg)
-    use_elementwise(task.model, cfg.train.elementwise)
+    use_elementwise(task.model, resolve_elementwise(cfg))
     use_backend(task.model, resolve_backend(cfg))
     return task

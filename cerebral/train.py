@@ -80,7 +80,7 @@ def train(cfg):
     print(f"{cfg.task.name} {cfg.model.name}, seed {cfg.seed}: epochs {len(history)}-{cfg.train.epochs - 1} of "
           f"{sampler.steps} steps x {sampler.batch} sequences on {device_name(device)}, {cfg.train.precision}"
           f"{'' if cfg.train.elementwise == 'aten' else f', elementwise {cfg.train.elementwise}'} -> {run_dir}")
-    rundir.record_session(run_dir, cfg, device, parameter_count(model), LOADED_COMMIT)
+    rundir.record_session(run_dir, cfg, device, parameter_count(model), LOADED_COMMIT, task.data_sha256)
     items_per_step = sampler.batch * task.inputs.shape[1]  # time steps: characters, pixel rows or words
     bar = tqdm(total=cfg.train.epochs * sampler.steps, initial=len(history) * sampler.steps,
                desc=f"{cfg.model.name} seed {cfg.seed}", unit="step", dynamic_ncols=True)

@@ -1,5 +1,6 @@
 """Sequence classification through the one training loop: every core on digits, and MNIST and
-IMDB from files the tests make; the report and figures of a task's runs."""
+IMDB from files the tests make (downloading them: tests/test_taskdata.py); the report and figures
+of a task's runs."""
 
 import csv
 import json
@@ -10,8 +11,10 @@ import pytest
 import torch
 from conftest import ROOT, tiny_overrides
 from omegaconf import OmegaConf
+from sklearn.datasets import load_digits
 from test_seqdata import imdb_csv, write_mnist  # noqa: F401 (imdb_csv is a fixture)
 
+from cerebral import seqdata
 from cerebral.config import ConfigError, compose
 from cerebral.curves import find_runs
 from cerebral.data import DataError
@@ -64,6 +67,10 @@ def test_a_classification_run_resumes_bit_for_bit_learning_rate_schedule_include
     resumed = train(compose("task=digits", *tiny(tmp_path / "b", "train.epochs=3", decay)))
     assert resumed == straight
     assert metrics(tmp_path / "a")[-1]["test_accuracy"] == metrics(tmp_path / "b")[-1]["test_accuracy"]
+    sessions = json.loads((tmp_path / "b" / "run.json").read_text())["sessions"]
+    digits = load_digits()
+    digest = seqdata.array_sha256(digits.images, digits.target)
+    assert [s["data_sha256"] for s in sessions] == [{"sklearn.datasets.load_digits": digest}] * 2  # each session's data
 
 
 def test_mnist_from_idx_files_with_the_tutorial_preset(tmp_path):
@@ -76,9 +83,9 @@ def test_mnist_from_idx_files_with_the_tutorial_preset(tmp_path):
     assert float(rows[0]["chars_per_second"]) > 0
 
 
-def test_mnist_without_its_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match="data.mnist_dir must be the folder"):
-        train(compose("task=mnist", *tiny(tmp_path / "run")))
+def test_mnist_without_its_files_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="data.mnist_dir must be null .* or the folder"):
+        train(compose("task=mnist", "data.mnist_dir=''", *tiny(tmp_path / "run")))
     with pytest.raises(DataError, match="train-images-idx3-ubyte"):
         train(compose("task=mnist", f"data.mnist_dir={tmp_path}", *tiny(tmp_path / "run")))
     assert not (tmp_path / "run").exists()
