@@ -448,6 +448,9 @@ def part_of(event):
     return "autograd and Python"  # autograd Functions, the engine, the optimizer's own frame, ...
 
 
+PROFILED = ("stacked_lstm", "cerebral_lstm", "stacked_lstm seq", "cerebral_lstm seq", "nn.LSTM x2")
+
+
 def profile_step(make, batch, device, precision, steps=5):
     """Milliseconds per training step of `make`'s model and the share of each part (PARTS): the
     ops' own CPU time by part, and the rest of the wall time (Python, the interpreter, waits)
@@ -468,9 +471,10 @@ def profile_step(make, batch, device, precision, steps=5):
 
 
 def profile_section(args, device):
-    """--profile: one training step of each fused core in each precision at paper shapes, by part."""
-    makers = {name: make for name, make in entries(args.size, include_upstream=False).items()
-              if name in ("stacked_lstm", "cerebral_lstm", "nn.LSTM x2")}
+    """--profile: one training step of each fused core (ATen calls, and on a CPU the sequence
+    kernel) and of nn.LSTM x2 in each precision at paper shapes, by part."""
+    makers = {name: make for name, make in entries(args.size, include_upstream=False, kernel=device.type == "cpu").items()
+              if name in PROFILED}
     rows = {f"{name} {precision}": profile_step(make, args.batch, device, precision)
             for precision in ("fp32", "bf16") for name, make in makers.items()}
     print(f"Where a training step's time goes (ms, profiled, batch {args.batch}, state {args.size}):")

@@ -4,7 +4,8 @@
 
 Prints the table and writes it to FIDELITY.md in the runs folder, or to --out (`cerebral.report.fidelity`
 holds the bounds: mean |bf16 - fp32| <= 0.01, 0.03 for the two-stacked model with its first
-epoch at or below 3.0 within 3 epochs, and each distance to the published curve within 0.01).
+epoch at or below 3.0 within 3 epochs, and each distance to the published curve within 0.01;
+`--bound` sets the mean bound of every model, e.g. 1e-3 for the sequence kernel's runs).
 """
 
 import argparse
@@ -26,6 +27,9 @@ def main(argv=None):
     parser.add_argument("--name", default="bf16")
     parser.add_argument("--reference-name", default="fp32")
     parser.add_argument("--out", type=Path, help="where the table goes (default: RUNS/FIDELITY.md)")
+    parser.add_argument("--bound", type=float,
+                        help="the mean |runs - reference| every model must stay within (default: per model, 0.01 or "
+                             "0.03 for the two-stacked one), e.g. 1e-3 for a kernel against the curves it replaces")
     args = parser.parse_args(argv)
     published, runs, ours = load_comparison(args.runs, args.data, need_runs=True)
     _, reference_runs, reference = load_comparison(args.reference, args.data, need_runs=True)
@@ -36,7 +40,9 @@ def main(argv=None):
     if out.is_dir():
         sys.exit(f"error: --out {out} is a folder: give the file to write, e.g. --out {out / 'FIDELITY.md'}")
     make_output_folder(out.parent)
-    table = fidelity_table(fidelity(ours, reference, published), args.name, args.reference_name)
+    if args.bound is not None and not args.bound > 0:
+        sys.exit(f"error: --bound must be a positive number, got {args.bound}")
+    table = fidelity_table(fidelity(ours, reference, published, args.bound), args.name, args.reference_name)
     command = shlex.join(["python", "scripts/fidelity.py", *(sys.argv[1:] if argv is None else argv)])
     # the records list the compared models only
     runs, reference_runs = ({model: found[model] for model in found if model in compared} for found in (runs, reference_runs))

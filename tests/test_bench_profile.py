@@ -19,6 +19,7 @@ def test_ops_are_sorted_into_the_parts_of_a_step():
     assert bench.part_of(Event("aten::sqrt", Event("aten::_foreach_sqrt", optimizer))) == "optimizer"
     assert bench.part_of(Event("aten::sigmoid_")) == "elementwise"
     assert bench.part_of(Event("cerebral::gates_forward")) == "elementwise"
+    assert bench.part_of(Event("cerebral::layer_backward")) == "elementwise"  # its GEMMs are events of their own
     assert bench.part_of(Event("aten::_to_copy")) == "casts and copies"
     assert bench.part_of(Event("aten::empty_strided")) == "allocation"
     assert bench.part_of(Event("aten::slice")) == "views and dispatch"
@@ -33,7 +34,8 @@ def test_the_profile_covers_each_fused_core_and_precision_and_keeps_the_rest(tmp
     result = json.loads(out.read_text())
     assert result["paper_shapes"] == {"kept": 1}
     rows = result["profile"]["rows"]
-    assert set(rows) == {f"{m} {p}" for m in ("stacked_lstm", "cerebral_lstm", "nn.LSTM x2") for p in ("fp32", "bf16")}
+    assert set(rows) == {f"{m} {p}" for m in ("stacked_lstm", "cerebral_lstm", "stacked_lstm seq", "cerebral_lstm seq",
+                                              "nn.LSTM x2") for p in ("fp32", "bf16")}
     for row in rows.values():
         assert set(row["parts_ms"]) == set(bench.PARTS) and sum(row["parts_ms"].values()) >= row["ms_per_step"] > 0
     assert rows["cerebral_lstm fp32"]["parts_ms"]["GEMM"] > 0 and rows["cerebral_lstm fp32"]["parts_ms"]["optimizer"] > 0

@@ -215,6 +215,15 @@ def test_fidelity_bounds_the_mean_difference(shift, passes):
     assert rows["single_lstm"]["passes"] is passes
 
 
+@pytest.mark.parametrize("shift,passes", [(0.0009, True), (0.0011, False)])
+def test_a_given_bound_replaces_every_models_own(shift, passes):
+    reference = [4.0 - 0.03 * i for i in range(50)]  # below 3.0 from epoch 34, with or without the shift
+    rows = fidelity({m: [v + shift for v in reference] for m in ("cerebral_lstm", "stacked_lstm")},
+                    {m: reference for m in ("cerebral_lstm", "stacked_lstm")}, {}, bound=1e-3)
+    assert [row["passes"] for row in rows.values()] == [passes, passes]
+    assert "(0.001)" in fidelity_table(rows, "seq", "aten")
+
+
 @pytest.mark.parametrize("delay,passes", [(3, True), (4, False)])
 def test_fidelity_of_the_two_stacked_model_bounds_when_it_leaves_the_plateau(delay, passes):
     reference = [3.001] * 20 + [2.999] * 30  # first at or below 3.0: epoch 20
