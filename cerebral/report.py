@@ -4,8 +4,11 @@ For the character models: the paper's claims judged on the published curves and 
 each run's record (device, precision, seed, commit, settings, wall time), each claim's number and
 margins seed by seed, the distance to the published curves (also per seed) and between seeds,
 held-out loss, figures and generated text. For a folder of classification runs
-(task=digits|mnist|imdb): test accuracy per core and seed. Everything in the report comes from the
-runs' own files except the one "Generated" line, so re-running it on committed runs reproduces it.
+(task=digits|mnist|imdb|mnist1d|japanese_vowels): test accuracy per core and seed, the task's
+published reference numbers (its config's `task.reference`) in rows of their own, and whether the
+Cerebral LSTM beats the single LSTM of equal parameters; for a validation sweep (VALIDATION.md),
+the number of epochs and learning rate it chooses. Everything in the report comes from the runs'
+own files except the one "Generated" line, so re-running it on committed runs reproduces it.
 """
 
 import json
@@ -20,6 +23,7 @@ from cerebral import data as chardata
 from cerebral.atomic import write_text_atomic
 from cerebral.config import complete
 from cerebral.curves import band, find_runs, label, load_comparison, make_output_folder, mean_curve, run_task, seeds_of
+from cerebral.errors import ConfigError
 from cerebral.models import build_model, parameter_count
 from cerebral.plots import FIGURES
 
@@ -304,8 +308,56 @@ def accuracy(run):
             "test_loss": run.metric("test_loss")[-1], "seconds": run.seconds, "precision": run.precision}
 
 
+def published_percent(value):
+    """A published accuracy with the digits it was given to: 0.91 -> 91%, 0.985 -> 98.5%."""
+    return f"{value * 100:.2f}".rstrip("0").rstrip(".") + "%"
+
+
+def reference(runs):
+    """The published test accuracies of the runs' task, {"source", "test_accuracy": {method: accuracy}},
+    from the `task.reference` block of the first run's config.yaml; None where it names none."""
+    for model_runs in runs.values():
+        for run in model_runs:
+            block = run.config.get("task", {}).get("reference") or {}
+            if block.get("test_accuracy"):
+                return {"source": block["source"], "test_accuracy": dict(block["test_accuracy"])}
+    return None
+
+
+MATCHED = "single_lstm_matched"  # the single LSTM whose whole model has the Cerebral model's parameter count
+
+
+def matched_verdict(results, counts):
+    """Whether the Cerebral LSTM beats the single LSTM of equal parameters on the mean over seeds of the
+    last epoch's test accuracy: the numbers and a sentence, "within the spread" where the two cores'
+    ranges over their seeds overlap. None unless both cores have runs."""
+    if "cerebral_lstm" not in results or MATCHED not in results:
+        return None
+    ours, theirs = ([r["final"] for r in results[m]] for m in ("cerebral_lstm", MATCHED))
+    # rounded, so that equal sums of accuracies (counts of test sequences) give equal means whatever
+    # the order of the additions
+    mean_ours, mean_theirs = round(sum(ours) / len(ours), 12), round(sum(theirs) / len(theirs), 12)
+    overlap = max(min(ours), min(theirs)) <= min(max(ours), max(theirs))
+    seeds = f"{len(ours)} seeds each" if len(ours) == len(theirs) else f"{len(ours)} and {len(theirs)} seeds"
+    verb = "beats" if mean_ours > mean_theirs else "does not beat"
+    side = "higher" if mean_ours > mean_theirs else "lower"
+    difference = ("the same mean" if mean_ours == mean_theirs
+                  else f"Cerebral's {abs(mean_ours - mean_theirs) * 100:.2f} points {side}")
+    ranges = f"{min(ours):.2%}-{max(ours):.2%} against {min(theirs):.2%}-{max(theirs):.2%}"
+    spread = (f"within the spread: the seeds' ranges overlap ({ranges})" if overlap
+              else f"outside the spread: the seeds' ranges do not overlap ({ranges})")
+    sentence = (f"The Cerebral LSTM {verb} the single LSTM of equal parameters ({MATCHED}, "
+                f"{count(counts.get(MATCHED))} parameters against the Cerebral model's {count(counts.get('cerebral_lstm'))}) "
+                f"on mean last-epoch test accuracy over {seeds}: {mean_ours:.2%} against {mean_theirs:.2%}, "
+                f"{difference}, {spread}.")
+    return {"cerebral_lstm": mean_ours, MATCHED: mean_theirs, "seeds": [len(ours), len(theirs)],
+            "beats": mean_ours > mean_theirs, "within_spread": overlap, "sentence": sentence}
+
+
 def classification_report(runs_dir, out_dir, runs, task, counts):
-    """REPORT.md text and report.json data for classification runs: test accuracy per core and seed."""
+    """REPORT.md text and report.json data for classification runs: test accuracy per core and seed,
+    the task's published reference numbers in rows of their own, and whether the Cerebral LSTM beats
+    the single LSTM of equal parameters."""
     results = {model: [accuracy(r) for r in model_runs] for model, model_runs in runs.items()}
     summary = ["| model | parameters | seeds | test accuracy, last epoch: mean (min-max) | best test accuracy: mean |",
                "|---|---|---|---|---|"]
@@ -321,12 +373,107 @@ def classification_report(runs_dir, out_dir, runs, task, counts):
                             f"| {r['test_loss']:.4f} | {device(session)} | {run.precision} "
                             f"| {(session.get('git_commit') or '-')[:12]} "
                             f"| {fmt(r['seconds'], 0)} s |")
+    published = reference(runs)
+    notes = []
+    if published:
+        summary += [f"| *published, not ours:* {method} | - | - | {published_percent(value)} | - |"
+                    for method, value in published["test_accuracy"].items()]
+        notes.append("Rows marked *published, not ours* are no runs of ours: the test accuracies published in "
+                     f"{published['source']}, as the task config's `task.reference` lists them (one number each, "
+                     "without seeds, spread or our parameter counts).")
+    verdict = matched_verdict(results, counts)
+    if verdict:
+        notes.append(verdict["sentence"])
     figures = figure_links(out_dir, {"test_accuracy": "Test accuracy per epoch", "train_loss": "Training loss per epoch"})
     parts = [f"# Sequence classification, task={task}: report", generated(runs_dir),
-             "## Test accuracy per core", "\n".join(summary), "## Every run", "\n".join(per_seed)]
+             "## Test accuracy per core", "\n".join(summary), *notes, "## Every run", "\n".join(per_seed)]
     if figures:
         parts += ["## Figures", "\n".join(figures)]
-    return "\n\n".join(parts) + "\n", {"task": task, "parameters": counts, "accuracy": results}, "\n".join(summary)
+    data = {"task": task, "parameters": counts, "accuracy": results, "reference": published,
+            "cerebral_vs_matched": verdict}
+    return "\n\n".join(parts) + "\n", data, "\n".join([*summary, *notes])
+
+
+VALIDATION = "VALIDATION.md"
+
+
+def validation_sweep(root):
+    """{learning rate: {model: [Run]}} of a validation sweep: one runs folder per learning rate,
+    <root>/lr<lr>/<model>/seed<k>/, every run trained with data.validation=true. ConfigError for a run
+    that held out no validation split, or a folder whose runs do not share one learning rate."""
+    sweep = {}
+    for folder in sorted(Path(root).glob("lr*")):
+        runs = find_runs(folder)
+        rates = {run.config.get("optim", {}).get("lr") for model_runs in runs.values() for run in model_runs}
+        if len(rates) > 1:
+            raise ConfigError(f"{folder} holds runs of several learning rates ({', '.join(map(str, sorted(rates)))})")
+        for run in (r for model_runs in runs.values() for r in model_runs):
+            if not run.config.get("data", {}).get("validation"):
+                raise ConfigError(f"{run.path} did not train with data.validation=true: it has no validation accuracy")
+        if runs:
+            sweep[rates.pop()] = runs
+    return dict(sorted(sweep.items()))
+
+
+def validation_choice(sweep, grid):
+    """Mean over seeds of the validation accuracy after each number of epochs in `grid`, per learning
+    rate and core, and the choice: the (epochs, learning rate) whose mean over the cores (those run at
+    every rate) is highest; ties go to fewer epochs, then the lower rate. A run of E epochs is the
+    first E epochs of a longer one (constant rate, batches drawn epoch by epoch), so the accuracy
+    after E epochs is the last epoch's of a run of E epochs."""
+    cores = [m for m in next(iter(sweep.values())) if all(m in runs for runs in sweep.values())]
+    table, means = {}, {}
+    for lr, runs in sweep.items():
+        table[lr] = {}
+        for model in cores:
+            curves = [run.metric("val_accuracy") or [] for run in runs[model]]
+            table[lr][model] = {e: (sum(c[e - 1] for c in curves) / len(curves)
+                                    if all(len(c) >= e for c in curves) else None) for e in grid}
+        means[lr] = {e: (None if any(table[lr][m][e] is None for m in cores)
+                         else sum(table[lr][m][e] for m in cores) / len(cores)) for e in grid}
+    scored = [(means[lr][e], -e, -lr) for lr in sweep for e in grid if means[lr][e] is not None]
+    if not scored:
+        raise ConfigError(f"no learning rate's runs all reach {min(grid)} epochs yet")
+    best, epochs, lr = max(scored)
+    return {"cores": cores, "table": table, "means": means,
+            "chosen": {"epochs": -epochs, "lr": -lr, "mean_val_accuracy": best}}
+
+
+def validation_report(root, grid):
+    """VALIDATION.md of a validation sweep under `root` (`scripts/compare.py --runs ROOT --validation
+    EPOCHS`): the table of validation accuracies, the rule, the choice and the commands that ran."""
+    sweep = validation_sweep(root)
+    if not sweep:
+        raise ConfigError(f"no validation runs under {root}: it holds lr<lr>/<model>/seed<k>/ runs folders")
+    result = validation_choice(sweep, grid)
+    runs = [run for model_runs in sweep.values() for rs in model_runs.values() for run in rs]
+    task, seeds = runs[0].task, sorted({run.seed for run in runs})
+    lines = [f"| learning rate | core | {' | '.join(f'after {e} epochs' for e in grid)} |",
+             "|---|---|" + "---|" * len(grid)]
+    for lr, rows in result["table"].items():
+        for model, row in rows.items():
+            lines.append(f"| {lr} | {model} | {' | '.join('-' if v is None else f'{v:.2%}' for v in row.values())} |")
+        lines.append(f"| **{lr}** | **mean over the cores** | "
+                     f"{' | '.join('-' if v is None else f'**{v:.2%}**' for v in result['means'][lr].values())} |")
+    chosen = result["chosen"]
+    commands = sorted({(run.session.get("command") or "-") for run in runs})
+    text = "\n\n".join([
+        f"# Validation: task={task}, the number of epochs and the learning rate of every core",
+        generated(f"{root} --validation {','.join(map(str, grid))}"),
+        f"Each run trains on 90% of the training set and scores the other 10% (`data.validation=true`: a "
+        f"stratified split drawn with seed 0); the test set is not read. Seeds: {', '.join(map(str, seeds))}; "
+        f"cores: {', '.join(result['cores'])}. Cell: the validation accuracy after that many epochs (mean over "
+        "the seeds), read from each run's metrics.csv.",
+        "Rule: the number of epochs in the grid and the learning rate whose mean validation accuracy over the "
+        "cores is highest; ties go to fewer epochs, then the lower rate. With a constant learning rate and "
+        "batches drawn epoch by epoch, a run of E epochs is the first E epochs of a longer run, so the accuracy "
+        "after E epochs is the last epoch's accuracy of a run of E epochs: the number the report gives.",
+        "\n".join(lines),
+        f"Chosen: `train.epochs={chosen['epochs']}`, `optim.lr={chosen['lr']}` (mean validation accuracy over the "
+        f"cores {chosen['mean_val_accuracy']:.2%}), for every core in `conf/task/{task}.yaml`.",
+        "The runs (each run.json's command):\n\n```\n" + "\n".join(commands) + "\n```"]) + "\n"
+    write_text_atomic(Path(root) / VALIDATION, text)
+    return result
 
 
 def claims_report(runs_dir, data_dir, out_dir, published, runs, ours):

@@ -3,14 +3,32 @@
 Prints the claims table (or, for classification runs, the accuracy per core) and writes
 REPORT.md and report.json (`cerebral/report.py`) into the output folder: `results/` for the
 default `results/runs`, else the runs folder itself.
+
+With --validation EPOCHS (e.g. 10,20,30): RUNS is a validation sweep of a classification task,
+RUNS/lr<lr>/<model>/seed<k>/ trained with data.validation=true; writes RUNS/VALIDATION.md with the
+validation accuracies and the number of epochs (of EPOCHS) and learning rate they choose.
 """
 
+import sys
+
 from cerebral.curves import comparison_parser, default_out_dir
-from cerebral.report import write_report
+from cerebral.errors import ConfigError
+from cerebral.report import VALIDATION, validation_report, write_report
 
 
 def main(argv=None):
-    args = comparison_parser(__doc__.splitlines()[0]).parse_args(argv)
+    parser = comparison_parser(__doc__.splitlines()[0])
+    parser.add_argument("--validation", metavar="EPOCHS", help="comma-separated numbers of epochs to choose "
+                        "among: RUNS is a validation sweep, lr<lr>/<model>/seed<k>/; writes RUNS/VALIDATION.md")
+    args = parser.parse_args(argv)
+    if args.validation:
+        try:
+            chosen = validation_report(args.runs, [int(e) for e in args.validation.split(",")])["chosen"]
+        except (ValueError, ConfigError) as e:
+            sys.exit(f"error: {e}")
+        print(f"train.epochs={chosen['epochs']} optim.lr={chosen['lr']} (mean validation accuracy "
+              f"{chosen['mean_val_accuracy']:.2%}): {args.runs / VALIDATION}")
+        return
     out_dir = args.out or default_out_dir(args.runs)
     print(write_report(args.runs, out_dir, args.data))
     print(f"\nReport: {out_dir / 'REPORT.md'} (numbers: {out_dir / 'report.json'})")
