@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from cerebral.elementwise import kernel_ops
+from cerebral.precision import _onednn_has_bf16
 
 
 def _onednn(x):
@@ -51,8 +52,8 @@ def _packed(weight, rows):
     """weight in oneDNN's own layout for products with `rows` rows, where oneDNN runs weight's dtype
     on the CPU (float32, bfloat16): the sequence kernel's per-step GEMMs then skip the reorder
     oneDNN otherwise does at every call (about 10% of a step's GEMM at paper shapes, same bits)."""
-    if (weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.bfloat16)
-            and torch.backends.mkldnn.is_available()):
+    if (weight.device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and (weight.dtype == torch.float32 or (weight.dtype == torch.bfloat16 and _onednn_has_bf16()))):
         return torch.ops.mkldnn._reorder_linear_weight(weight, rows)
     return weight
 
@@ -122,7 +123,9 @@ class FusedLayer(torch.autograd.Function):
     def forward(ctx, x, w_ih, bias, w_hh, h0, c0, bias_cell, bias_hidden, w_hr, batch_sizes, gemm_dtype=None,
                 elementwise="aten"):
         ops = _kernel(elementwise, x)
-        ctx.sequence = elementwise == "seq" and ops is not None
+        # the sequence kernel's dtypes: GEMMs in x's own, or bf16 operands for fp32 gates (autocast)
+        ctx.sequence = (elementwise == "seq" and ops is not None and h0.dtype == c0.dtype == x.dtype
+                        and (gemm_dtype in (None, x.dtype) or (gemm_dtype, x.dtype) == (torch.bfloat16, torch.float32)))
         if ctx.sequence:
             return _sequence_forward(ctx, ops, x, w_ih, bias, w_hh, h0, c0, bias_cell, bias_hidden, w_hr, batch_sizes,
                                      gemm_dtype or x.dtype)
@@ -272,7 +275,7 @@ def _sequence_backward(ctx, d_out, d_c_last):
     d_out = d_out.contiguous()
     dc_all = d_c_last.clone(memory_format=torch.contiguous_format)  # dL/dc(t) back through the steps, then dL/dc0
     d_gates = gates.new_empty(gates.shape, dtype=w_hh.dtype)
-    dh0 = torch.empty_like(h0)
+    dh0 = h0.new_empty(h0.shape)  # contiguous, whatever h0's strides
     d_bias = gates.new_zeros(gate_width) if has_bias else None
     d_bias_cell = gates.new_zeros(dc_all.shape[1]) if has_bias_cell else None
     d_bias_hidden = gates.new_zeros(hidden) if has_bias_hidden else None

@@ -137,6 +137,23 @@ def test_the_kernel_runs_under_bf16_autocast_and_agrees_with_the_aten_calls_ther
 
 
 @pytest.mark.parametrize("kind", KERNELS)
+def test_the_kernel_under_bf16_autocast_on_packed_sequences_with_a_projection(kind, kernel_calls):
+    """bf16 operands through the projection's GEMMs and the rows of sequences that end early."""
+    torch.manual_seed(6)
+    core = CerebralLSTM(12, 32, batch_first=True, proj_size=16)
+    x = torch.randn(5, 9, 12, requires_grad=True)
+    def packed():
+        return pack_padded_sequence(x, torch.tensor([9, 4, 7, 1, 9]), batch_first=True, enforce_sorted=False)
+    results = {}
+    for name in ("aten", kind):
+        with autocast("bf16", "cpu"):
+            results[name] = outputs_and_gradients(core, packed(), None, name, leaf=x)
+    assert CALLS[kind][1] in kernel_calls
+    for ours, theirs in zip(results[kind], results["aten"], strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", KERNELS)
 def test_a_run_trains_with_the_kernel_near_the_aten_run_and_its_folder_keeps_its_choice(kind, data_dir, tmp_path, capsys,
                                                                                          kernel_calls, monkeypatch):
     aten = train(compose(*tiny_overrides(data_dir, tmp_path / "aten", "train.elementwise=aten")))

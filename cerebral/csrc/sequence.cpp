@@ -256,6 +256,28 @@ void check_cpu(const Tensor& t, at::ScalarType dtype, const char* name) {
               ": a contiguous CPU tensor of ", dtype, " expected, got ", t.scalar_type());
 }
 
+void check_shape(const Tensor& t, int64_t rows, int64_t cols, const char* name) {
+  TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == cols, name, ": shape (", rows, ", ", cols,
+              ") expected, got ", t.sizes());
+}
+
+void check_vector(const std::optional<Tensor>& t, int64_t size, const char* name) {
+  TORCH_CHECK(!t || (t->dim() == 1 && t->size(0) == size && t->is_contiguous()), name, ": a contiguous vector of ",
+              size, " expected");
+}
+
+// The number of rows of all steps; batch_sizes must be positive and non-increasing (a PackedSequence's).
+int64_t check_batch_sizes(c10::IntArrayRef batch_sizes) {
+  TORCH_CHECK(!batch_sizes.empty(), "batch_sizes: at least one step expected");
+  int64_t total = 0;
+  for (size_t t = 0; t < batch_sizes.size(); ++t) {
+    TORCH_CHECK(batch_sizes[t] > 0 && (t == 0 || batch_sizes[t] <= batch_sizes[t - 1]),
+                "batch_sizes: positive and non-increasing expected, got ", batch_sizes);
+    total += batch_sizes[t];
+  }
+  return total;
+}
+
 // Dispatch on (T, G): (double, double), (float, float), (float, bf16).
 template <typename F>
 void dispatch(at::ScalarType full, at::ScalarType gemm, F&& f) {
@@ -281,6 +303,23 @@ void layer_forward(const Tensor& xz, const Tensor& xz_bias, const Tensor& w_hh, 
     check_cpu(*t, dtype, name);
   }
   TORCH_CHECK(bias_cell.has_value() == bias_hidden.has_value(), "bias_cell and bias_hidden: both or neither");
+  const int64_t total = check_batch_sizes(batch_sizes), batch = batch_sizes[0];
+  const int64_t width = cells.size(1), hidden = summed.size(1), out_width = out.size(1);
+  TORCH_CHECK(hidden > 0 && width % hidden == 0, "the cell width ", width, " is not a multiple of hidden ", hidden);
+  check_shape(xz, total, 4 * width, "xz");
+  check_shape(gates, total, 4 * width, "gates");
+  check_shape(cells, batch + total, width, "cells");
+  check_shape(tanh_cells, total, width, "tanh_cells");
+  check_shape(summed, total, hidden, "summed");
+  check_shape(out, total, out_width, "out");
+  check_shape(h_all, batch + total, out_width, "h_all");
+  check_shape(w_hh, 4 * width, out_width, "w_hh");
+  TORCH_CHECK(!w_hr || (out_width == w_hr->size(0) && hidden == w_hr->size(1) && summed_gemm.size(0) == total),
+              "w_hr: shape (", out_width, ", ", hidden, ") with summed_gemm of ", total, " rows expected");
+  TORCH_CHECK(w_hr || out_width == hidden, "out: ", hidden, " columns expected without a projection");
+  check_vector(xz_bias, 4 * width, "xz_bias");
+  check_vector(bias_cell, width, "bias_cell");
+  check_vector(bias_hidden, hidden, "bias_hidden");
   dispatch(full, gemm, [&](auto t, auto g) {
     using T = decltype(t);
     using G = decltype(g);
@@ -308,6 +347,22 @@ void layer_backward(const Tensor& gates, const Tensor& cells, const Tensor& tanh
   }
   TORCH_CHECK(d_bias_cell.has_value() == d_bias_hidden.has_value(), "d_bias_cell and d_bias_hidden: both or neither");
   TORCH_CHECK(w_hr_t.has_value() == d_projected.has_value(), "w_hr_t and d_projected: both or neither");
+  const int64_t total = check_batch_sizes(batch_sizes), batch = batch_sizes[0];
+  const int64_t width = dc_all.size(1), out_width = d_out.size(1), hidden = w_hr_t ? w_hr_t->size(0) : out_width;
+  TORCH_CHECK(hidden > 0 && width % hidden == 0, "the cell width ", width, " is not a multiple of hidden ", hidden);
+  check_shape(gates, total, 4 * width, "gates");
+  check_shape(d_gates, total, 4 * width, "d_gates");
+  check_shape(cells, batch + total, width, "cells");
+  check_shape(tanh_cells, total, width, "tanh_cells");
+  check_shape(d_out, total, out_width, "d_out");
+  check_shape(dc_all, batch, width, "dc_all");
+  check_shape(dh0, batch, out_width, "dh0");
+  check_shape(w_hh_t, out_width, 4 * width, "w_hh_t");
+  TORCH_CHECK(!w_hr_t || (w_hr_t->size(1) == out_width && d_projected->sizes() == d_out.sizes()),
+              "w_hr_t: shape (", hidden, ", ", out_width, ") and d_projected the shape of d_out expected");
+  check_vector(d_bias, 4 * width, "d_bias");
+  check_vector(d_bias_cell, width, "d_bias_cell");
+  check_vector(d_bias_hidden, hidden, "d_bias_hidden");
   dispatch(full, gemm, [&](auto t, auto g) {
     using T = decltype(t);
     using G = decltype(g);
