@@ -127,14 +127,30 @@ def cpu_key():
     return f"{cpu_model()} ({cpu_features()})"
 
 
+def has_fused_core(model_cfg):
+    """Whether the model of a `conf/model/*.yaml` config trains on the fused path (models.build_core):
+    the Cerebral core (not its tied-init ablation, which runs the equations) and the LSTMs on our
+    core (post-activation biases, LSTMP); not nn.LSTM, NovoLSTM or the printed-cell ablation."""
+    m = model_cfg
+    return bool((m.core == "cerebral" and not m.get("tie_init")) or (m.core == "lstm" and (m.get("cells") or m.post_bias)))
+
+
 def resolve_elementwise(cfg, recorded=None):
     """train.elementwise as a run records it. An explicit value stays; `auto` is the value the run
-    folder recorded (`recorded`, if any: a resume keeps its kernel), else "seq" for a run on a CPU
-    of SEQUENCE_CPUS with the fused backend, and "aten" everywhere else (CUDA, train.backend=lstm)."""
+    folder recorded (`recorded`, if any: a resume keeps its kernel), else "seq" for a fused core
+    trained on a CPU of SEQUENCE_CPUS with the fused backend where the kernels build, and "aten"
+    everywhere else (CUDA, train.backend=lstm, nn.LSTM, no compiler)."""
     choice = cfg.train.elementwise
     if choice != "auto":
         return choice
     if recorded is not None:
         return recorded
     on_cpu = cfg.device in ("auto", "cpu") and resolve_device(cfg.device).type == "cpu"
-    return "seq" if on_cpu and cfg.train.backend != "lstm" and cpu_key() in SEQUENCE_CPUS else "aten"
+    if not (on_cpu and cfg.train.backend != "lstm" and has_fused_core(cfg.model) and cpu_key() in SEQUENCE_CPUS):
+        return "aten"
+    try:
+        kernel_ops()
+    except KernelBuildError as e:
+        logging.getLogger(__name__).warning("train.elementwise=auto runs the ATen calls: %s", e)
+        return "aten"
+    return "seq"

@@ -180,6 +180,11 @@ def test_auto_gives_a_new_cpu_run_the_sequence_kernel_only_on_a_listed_cpu(monke
     assert elementwise.resolve_elementwise(cfg, recorded="aten") == "aten"  # a run folder keeps its own
     assert elementwise.resolve_elementwise(compose("device=cpu", "train.backend=lstm")) == "aten"
     assert elementwise.resolve_elementwise(compose("device=cpu", "train.elementwise=cpp")) == "cpp"
+    for model in ("single_lstm", "novo_lstm", "cerebral_lstm_tied"):  # no fused core: nothing to build for
+        assert elementwise.resolve_elementwise(compose("device=cpu", f"model={model}")) == "aten"
+    assert elementwise.resolve_elementwise(compose("device=cpu", "model=lstmp")) == "seq"
+    monkeypatch.setattr(elementwise, "kernel_ops", lambda: (_ for _ in ()).throw(elementwise.KernelBuildError("no c++")))
+    assert elementwise.resolve_elementwise(cfg) == "aten"  # no compiler: auto falls back, an explicit seq would stop
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert elementwise.resolve_elementwise(compose()) == "aten"  # device=auto on a CUDA machine
 
