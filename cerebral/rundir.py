@@ -37,7 +37,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cerebral.atomic import atomic_path, nearest_existing, write_text_atomic
-from cerebral.config import RESUMABLE_KEYS, complete, config_differences
+from cerebral.config import RESUMABLE_KEYS, check_config, complete, config_differences
 from cerebral.data import sha256
 from cerebral.elementwise import resolve_elementwise
 from cerebral.errors import CheckpointError, ConfigError
@@ -119,6 +119,7 @@ def settle_kernels(cfg):
     saved = complete(saved).train if saved else None
     cfg.train.backend = resolve_backend(cfg, saved.backend if saved else None)
     cfg.train.elementwise = resolve_elementwise(cfg, saved.elementwise if saved else None)
+    check_config(cfg)  # what auto resolved to, checked as if given (a recorded seq refused on CUDA)
 
 
 def check_run_dir(cfg):

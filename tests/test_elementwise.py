@@ -201,6 +201,15 @@ def test_a_committed_aten_run_resumes_under_auto_and_a_new_run_records_the_kerne
     assert "elementwise: seq" in (tmp_path / "new" / "config.yaml").read_text()
 
 
+def test_a_run_folder_of_the_kernel_resumed_on_a_cuda_machine_is_refused_in_one_line(data_dir, tmp_path, monkeypatch):
+    from cerebral import rundir
+
+    train(compose(*tiny_overrides(data_dir, tmp_path / "run", "train.elementwise=seq")))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the same command, device=auto, on a CUDA machine
+    with pytest.raises(ConfigError, match="train.elementwise=seq is a CPU kernel, but device=auto trains on CUDA"):
+        rundir.settle_kernels(compose(f"out_dir={tmp_path / 'run'}", f"data.dir={data_dir}"))
+
+
 def test_a_saved_config_without_the_key_reads_as_the_aten_calls():
     new = {"train": {"elementwise": "aten", "epochs": 2}}
     assert config_differences({"train": {"epochs": 2}}, new) == []
