@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from cerebral.elementwise import kernel_ops
-from cerebral.precision import _onednn_has_bf16
+from cerebral.precision import onednn_has_bf16
 
 
 def _onednn(x):
@@ -53,7 +53,7 @@ def _packed(weight, rows):
     on the CPU (float32, bfloat16): the sequence kernel's per-step GEMMs then skip the reorder
     oneDNN otherwise does at every call (about 10% of a step's GEMM at paper shapes, same bits)."""
     if (weight.device.type == "cpu" and torch.backends.mkldnn.is_available()
-            and (weight.dtype == torch.float32 or (weight.dtype == torch.bfloat16 and _onednn_has_bf16()))):
+            and (weight.dtype == torch.float32 or (weight.dtype == torch.bfloat16 and onednn_has_bf16()))):
         return torch.ops.mkldnn._reorder_linear_weight(weight, rows)
     return weight
 
@@ -130,12 +130,10 @@ class FusedLayer(torch.autograd.Function):
             return _sequence_forward(ctx, ops, x, w_ih, bias, w_hh, h0, c0, bias_cell, bias_hidden, w_hr, batch_sizes,
                                      gemm_dtype or x.dtype)
         rows, total, batch, gate_width = step_rows(batch_sizes), x.shape[0], h0.shape[0], w_ih.shape[0]
+        x_g, w_ih_g, w_hh_g, w_hr_g = _gemm_operands(gemm_dtype or x.dtype, x, w_ih, w_hh, w_hr)
         if gemm_dtype in (None, x.dtype):
-            x_g, w_ih_g, w_hh_g, w_hr_g = x, w_ih, w_hh, w_hr
             xz = _linear(x, w_ih, bias)
         else:  # the operands rounded to gemm_dtype, the bias added in full precision
-            x_g, w_ih_g, w_hh_g = x.to(gemm_dtype), w_ih.to(gemm_dtype), w_hh.to(gemm_dtype)
-            w_hr_g = w_hr.to(gemm_dtype) if w_hr is not None else None
             xz = _linear(x_g, w_ih_g).to(x.dtype)
             if bias is not None:
                 xz.add_(bias)
@@ -219,6 +217,11 @@ class FusedLayer(torch.autograd.Function):
         return d_x, d_w_ih, d_bias, d_w_hh, dh0, dc_all, d_bias_cell, d_bias_hidden, d_w_hr, None, None, None
 
 
+def _gemm_operands(gemm, *tensors):
+    """The GEMMs' operands in `gemm` (a tensor already in it is itself); None stays None."""
+    return tuple(t.to(gemm) if t is not None else None for t in tensors)
+
+
 def _keep_for_backward(ctx, tensors, x, w_ih, biases, batch_sizes, ops):
     """What both forwards keep for their backward: tensors, dtypes, which biases exist, the layout."""
     ctx.save_for_backward(*tensors)
@@ -248,8 +251,7 @@ def _sequence_forward(ctx, ops, x, w_ih, bias, w_hh, h0, c0, bias_cell, bias_hid
     every step is kept in `gemm` too, as the recurrent GEMMs and the weight gradients read it."""
     total, batch, gate_width = x.shape[0], h0.shape[0], w_ih.shape[0]
     width, hidden = gate_width // 4, w_hr.shape[1] if w_hr is not None else h0.shape[-1]
-    x_g, w_ih_g, w_hh_g = x.to(gemm), w_ih.to(gemm), w_hh.to(gemm)
-    w_hr_g = w_hr.to(gemm) if w_hr is not None else None
+    x_g, w_ih_g, w_hh_g, w_hr_g = _gemm_operands(gemm, x, w_ih, w_hh, w_hr)
     xz = _linear(x_g, w_ih_g)
     h_all = x_g.new_empty(batch + total, h0.shape[-1])  # h0, then h(t) of every row, in gemm
     h_all[:batch] = h0
@@ -257,13 +259,14 @@ def _sequence_forward(ctx, ops, x, w_ih, bias, w_hh, h0, c0, bias_cell, bias_hid
     cells[:batch] = c0
     gates, tanh_cells = x.new_empty(total, gate_width), x.new_empty(total, width)
     summed = x.new_empty(total, hidden)  # h before the projection
-    out = summed if w_hr is None else x.new_empty(total, h0.shape[-1])
-    summed_gemm = x_g.new_empty(total if w_hr is not None else 0, hidden)  # what the projection reads
+    projected = w_hr is not None
+    out = x.new_empty(total, h0.shape[-1]) if projected else None
+    summed_gemm = x_g.new_empty(total, hidden) if projected else None  # what the projection reads
     ops.layer_forward(xz, bias if bias is not None else x.new_zeros(gate_width), _packed(w_hh_g, batch), w_hr_g, h_all,
                       cells, gates, tanh_cells, summed, out, summed_gemm, bias_cell, bias_hidden, list(batch_sizes))
     _keep_for_backward(ctx, (x_g, w_ih_g, w_hh_g, w_hr_g, h0, h_all, cells, gates, tanh_cells, summed_gemm), x, w_ih,
                        (bias, bias_cell, bias_hidden), batch_sizes, ops)
-    return out, _last_cells(cells, batch, batch_sizes)
+    return out if projected else summed, _last_cells(cells, batch, batch_sizes)
 
 
 def _sequence_backward(ctx, d_out, d_c_last):

@@ -36,7 +36,8 @@ def gemm_dtype(x):
 
 
 @functools.cache
-def _onednn_has_bf16():
+def onednn_has_bf16():
+    """Whether this CPU's oneDNN runs bf16 kernels (AVX-512 with bf16 support, or AMX)."""
     return torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
@@ -47,7 +48,7 @@ def native_lstm_context(core, x):
     and PyTorch's own LSTM runs, its matrix products still in bf16. Elsewhere nothing changes."""
     x = x.data if isinstance(x, torch.nn.utils.rnn.PackedSequence) else x
     if (isinstance(core, torch.nn.LSTM) and x.device.type == "cpu" and gemm_dtype(x) == torch.bfloat16
-            and not _onednn_has_bf16()):
+            and not onednn_has_bf16()):
         return _onednn_off()
     return contextlib.nullcontext()
 

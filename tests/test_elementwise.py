@@ -2,6 +2,8 @@
 the whole loop over the steps) against the ATen calls they replace, and the accuracy of their own
 exp; and the option. (Their float64 gradcheck is tests/test_fused.py's, run with every choice.)"""
 
+import re
+
 import pytest
 import torch
 from conftest import tiny_overrides
@@ -85,6 +87,53 @@ def test_the_kernel_matches_the_aten_calls_on_sequences_of_different_lengths(cls
     theirs = outputs_and_gradients(core, packed(), None, "aten", leaf=x)
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def layer_forward_arguments():
+    """Valid arguments of the sequence kernel's forward: one step of two rows, hidden 3, two
+    paths, float64 (ATen's mm, no oneDNN), no projection and no post-activation biases."""
+    t = dict(dtype=torch.float64)
+    return dict(xz=torch.randn(2, 24, **t), xz_bias=torch.zeros(24, **t), w_hh=torch.randn(24, 3, **t), w_hr=None,
+                h_all=torch.zeros(4, 3, **t), cells=torch.zeros(4, 6, **t), gates=torch.empty(2, 24, **t),
+                tanh_cells=torch.empty(2, 6, **t), summed=torch.empty(2, 3, **t), out=None, summed_gemm=None,
+                bias_cell=None, bias_hidden=None, batch_sizes=[2])
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(gates=torch.empty(2, 24)), "gates: a contiguous CPU tensor of Double expected, got Float"),
+    (dict(gates=torch.empty(24, 2, dtype=torch.float64).t()), "gates: a contiguous CPU tensor"),
+    (dict(tanh_cells=torch.empty(2, 5, dtype=torch.float64)), "tanh_cells: shape (2, 6) expected"),
+    (dict(bias_cell=torch.zeros(6), bias_hidden=torch.zeros(3)), "bias_cell: a contiguous CPU tensor of Double"),
+    (dict(bias_cell=torch.zeros(5, dtype=torch.float64), bias_hidden=torch.zeros(3, dtype=torch.float64)),
+     "bias_cell: a vector of 6 expected"),
+    (dict(summed_gemm=torch.empty(2, 3, dtype=torch.float64)), "w_hr, out and summed_gemm: all or none"),
+    (dict(w_hr=torch.randn(3, 3, dtype=torch.float64), out=torch.empty(2, 3, dtype=torch.float64),
+          summed_gemm=torch.empty(2, 3)), "summed_gemm: a contiguous CPU tensor of Double"),
+    (dict(batch_sizes=[1, 2]), "batch_sizes: positive and non-increasing expected"),
+])
+def test_the_sequence_kernel_refuses_a_tensor_it_cannot_read_before_reading_it(change, message):
+    ops = elementwise.kernel_ops()
+    ops.layer_forward(**layer_forward_arguments())  # the unchanged arguments run
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        ops.layer_forward(**(layer_forward_arguments() | change))
+
+
+def gates_forward_arguments():
+    """Valid arguments of the step kernel's forward: two rows, hidden 3, two paths, float32."""
+    return dict(gates=torch.randn(2, 24), c_prev=torch.zeros(2, 6), c=torch.empty(2, 6), tanh_c=torch.empty(2, 6),
+                h=torch.empty(2, 3), bias_cell=None, bias_hidden=None)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(c_prev=torch.zeros(2, 5)), "c_prev: shape (2, 6) expected"),
+    (dict(h=torch.empty(2, 3, dtype=torch.float64)), "h: a contiguous CPU tensor of Float"),
+    (dict(bias_cell=torch.zeros(6), bias_hidden=torch.zeros(2)), "bias_hidden: a vector of 3 expected"),
+])
+def test_the_step_kernel_refuses_a_tensor_it_cannot_read_before_reading_it(change, message):
+    ops = elementwise.kernel_ops()
+    ops.gates_forward(**gates_forward_arguments())
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        ops.gates_forward(**(gates_forward_arguments() | change))
 
 
 def kernel_activations(x):
@@ -174,6 +223,7 @@ def test_a_run_trains_with_the_kernel_near_the_aten_run_and_its_folder_keeps_its
 def test_auto_gives_a_new_cpu_run_the_sequence_kernel_only_on_a_listed_cpu(monkeypatch):
     cfg = compose("device=cpu")
     assert cfg.train.elementwise == "auto"
+    monkeypatch.setattr(elementwise, "SEQUENCE_CPUS", {})
     assert elementwise.resolve_elementwise(cfg) == "aten"  # this CPU not listed
     monkeypatch.setattr(elementwise, "SEQUENCE_CPUS", {elementwise.cpu_key(): "listed"})
     assert elementwise.resolve_elementwise(cfg) == "seq"

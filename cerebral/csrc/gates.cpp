@@ -18,9 +18,12 @@
 #include <optional>
 
 #include "activations.h"
+#include "checks.h"
 
 namespace {
 
+using cerebral::check_matrix;
+using cerebral::check_vector;
 using cerebral::sigmoid;
 using cerebral::tanh;
 
@@ -131,19 +134,6 @@ void backward_kernel(const at::Tensor& gates, const at::Tensor& c_prev, const at
   });
 }
 
-void check(const at::Tensor& t, const at::Tensor& like, int64_t rows, int64_t cols, const char* name) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == like.scalar_type() && t.is_contiguous(),
-              name, ": a contiguous CPU tensor of ", like.scalar_type(), " expected");
-  TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == cols, name, ": shape (", rows, ", ", cols,
-              ") expected, got ", t.sizes());
-}
-
-void check_vector(const std::optional<at::Tensor>& t, const at::Tensor& like, int64_t size, const char* name) {
-  if (!t.has_value()) return;
-  TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == like.scalar_type() && t->is_contiguous() &&
-              t->dim() == 1 && t->size(0) == size, name, ": a contiguous CPU vector of ", size, " expected");
-}
-
 // What both kernels read alike: gates (rows, 4W), c(t-1) and tanh(c(t)) (rows, W), and the two
 // post-bias vectors (or their gradients), both or neither.
 void check_step(const at::Tensor& gates, const at::Tensor& c_prev, const at::Tensor& tanh_c, int64_t width,
@@ -151,11 +141,11 @@ void check_step(const at::Tensor& gates, const at::Tensor& c_prev, const at::Ten
   TORCH_CHECK(gates.dim() == 2 && gates.size(1) == 4 * width, "gates: shape (rows, 4 * ", width, ") expected");
   TORCH_CHECK(hidden > 0 && width % hidden == 0, "the cell width ", width, " is not a multiple of hidden ", hidden);
   TORCH_CHECK(gates.scalar_type() == at::kFloat || gates.scalar_type() == at::kDouble, "gates: float or double expected");
-  check(gates, gates, gates.size(0), 4 * width, "gates");
-  check(c_prev, gates, gates.size(0), width, "c_prev");
-  check(tanh_c, gates, gates.size(0), width, "tanh_c");
-  check_vector(bias_cell, gates, width, "bias_cell");
-  check_vector(bias_hidden, gates, hidden, "bias_hidden");
+  check_matrix(gates, gates.scalar_type(), gates.size(0), 4 * width, "gates");
+  check_matrix(c_prev, gates.scalar_type(), gates.size(0), width, "c_prev");
+  check_matrix(tanh_c, gates.scalar_type(), gates.size(0), width, "tanh_c");
+  check_vector(bias_cell, gates.scalar_type(), width, "bias_cell");
+  check_vector(bias_hidden, gates.scalar_type(), hidden, "bias_hidden");
   TORCH_CHECK(bias_cell.has_value() == bias_hidden.has_value(), "bias_cell and bias_hidden: both or neither");
 }
 
@@ -163,8 +153,8 @@ void gates_forward(at::Tensor gates, const at::Tensor& c_prev, at::Tensor c, at:
                    const std::optional<at::Tensor>& bias_cell, const std::optional<at::Tensor>& bias_hidden) {
   const int64_t width = c.size(1), hidden = h.size(1);
   check_step(gates, c_prev, tanh_c, width, hidden, bias_cell, bias_hidden);
-  check(c, gates, gates.size(0), width, "c");
-  check(h, gates, gates.size(0), hidden, "h");
+  check_matrix(c, gates.scalar_type(), gates.size(0), width, "c");
+  check_matrix(h, gates.scalar_type(), gates.size(0), hidden, "h");
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gates_forward", [&] {
     if (bias_cell.has_value()) {
       forward_kernel<scalar_t, true>(gates, c_prev, c, tanh_c, h, bias_cell, bias_hidden);
@@ -179,9 +169,9 @@ void gates_backward(const at::Tensor& gates, const at::Tensor& c_prev, const at:
                     const std::optional<at::Tensor>& d_bias_hidden) {
   const int64_t width = dc.size(1), hidden = dh.size(1);
   check_step(gates, c_prev, tanh_c, width, hidden, d_bias_cell, d_bias_hidden);
-  check(dh, gates, gates.size(0), hidden, "dh");
-  check(dc, gates, gates.size(0), width, "dc");
-  check(d_gates, gates, gates.size(0), 4 * width, "d_gates");
+  check_matrix(dh, gates.scalar_type(), gates.size(0), hidden, "dh");
+  check_matrix(dc, gates.scalar_type(), gates.size(0), width, "dc");
+  check_matrix(d_gates, gates.scalar_type(), gates.size(0), 4 * width, "d_gates");
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gates_backward", [&] {
     if (d_bias_cell.has_value()) {
       backward_kernel<scalar_t, true>(gates, c_prev, tanh_c, dh, dc, d_gates, d_bias_cell, d_bias_hidden);

@@ -29,10 +29,15 @@
 #include <vector>
 
 #include "activations.h"
+#include "checks.h"
 
 namespace {
 
 using at::Tensor;
+using cerebral::check_cpu;
+using cerebral::check_matrix;
+using cerebral::check_shape;
+using cerebral::check_vector;
 using cerebral::sigmoid;
 using cerebral::tanh;
 using Bf16 = uint16_t;  // bfloat16's bits
@@ -165,19 +170,19 @@ std::vector<std::pair<int64_t, int64_t>> step_rows(c10::IntArrayRef batch_sizes)
 template <typename T, typename G, bool kPostBiases>
 void forward_loop(const Tensor& xz, const Tensor& xz_bias, const Tensor& w_hh, const std::optional<Tensor>& w_hr,
                   const Tensor& h_all, const Tensor& cells, const Tensor& gates, const Tensor& tanh_cells,
-                  const Tensor& summed, const Tensor& out, const Tensor& summed_gemm,
+                  const Tensor& summed, const std::optional<Tensor>& out, const std::optional<Tensor>& summed_gemm,
                   const std::optional<Tensor>& bias_cell, const std::optional<Tensor>& bias_hidden,
                   c10::IntArrayRef batch_sizes) {
   const int64_t batch = batch_sizes[0], width = cells.size(1), hidden = summed.size(1), paths = width / hidden;
   const Tensor scratch = at::empty({batch, 4 * width}, h_all.options());
-  const Tensor proj_scratch = at::empty({batch, out.size(1)}, h_all.options());
+  const Tensor proj_scratch = at::empty({batch, h_all.size(1)}, h_all.options());
   const T* bc = kPostBiases ? bias_cell->data_ptr<T>() : nullptr;
   const T* bh = kPostBiases ? bias_hidden->data_ptr<T>() : nullptr;
   int64_t previous = 0;  // where the rows of the step before start in cells and h_all
   for (const auto& [start, size] : step_rows(batch_sizes)) {
     const Tensor prod = linear(h_all.narrow(0, previous, size), w_hh, scratch).contiguous();
     // without a projection the next GEMM reads h in G from h_all; with one, from the projection
-    G* h_gemm = w_hr ? bits<G>(summed_gemm) + start * hidden : bits<G>(h_all) + (batch + start) * hidden;
+    G* h_gemm = w_hr ? bits<G>(*summed_gemm) + start * hidden : bits<G>(h_all) + (batch + start) * hidden;
     const G* x = bits<G>(xz) + start * 4 * width;
     const G* p = bits<G>(prod);
     const T* c_prev = cells.data_ptr<T>() + previous * width;
@@ -190,9 +195,9 @@ void forward_loop(const Tensor& xz, const Tensor& xz_bias, const Tensor& w_hh, c
       forward_rows<T, G, kPostBiases>(x, xb, p, c_prev, bc, bh, g, c, tc, h, h_gemm, size, hidden, paths, begin, end);
     });
     if (w_hr) {
-      const Tensor projected = linear(summed_gemm.narrow(0, start, size), *w_hr, proj_scratch);
+      const Tensor projected = linear(summed_gemm->narrow(0, start, size), *w_hr, proj_scratch);
       h_all.narrow(0, batch + start, size).copy_(projected);
-      out.narrow(0, start, size).copy_(projected);
+      out->narrow(0, start, size).copy_(projected);
     }
     previous = batch + start;
   }
@@ -251,21 +256,6 @@ void backward_loop(const Tensor& gates, const Tensor& cells, const Tensor& tanh_
   }
 }
 
-void check_cpu(const Tensor& t, at::ScalarType dtype, const char* name) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == dtype && t.is_contiguous(), name,
-              ": a contiguous CPU tensor of ", dtype, " expected, got ", t.scalar_type());
-}
-
-void check_shape(const Tensor& t, int64_t rows, int64_t cols, const char* name) {
-  TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == cols, name, ": shape (", rows, ", ", cols,
-              ") expected, got ", t.sizes());
-}
-
-void check_vector(const std::optional<Tensor>& t, int64_t size, const char* name) {
-  TORCH_CHECK(!t || (t->dim() == 1 && t->size(0) == size && t->is_contiguous()), name, ": a contiguous vector of ",
-              size, " expected");
-}
-
 // The number of rows of all steps; batch_sizes must be positive and non-increasing (a PackedSequence's).
 int64_t check_batch_sizes(c10::IntArrayRef batch_sizes) {
   TORCH_CHECK(!batch_sizes.empty(), "batch_sizes: at least one step expected");
@@ -293,33 +283,38 @@ void dispatch(at::ScalarType full, at::ScalarType gemm, F&& f) {
 }
 
 void layer_forward(const Tensor& xz, const Tensor& xz_bias, const Tensor& w_hh, const std::optional<Tensor>& w_hr,
-                   Tensor h_all, Tensor cells, Tensor gates, Tensor tanh_cells, Tensor summed, Tensor out,
-                   Tensor summed_gemm, const std::optional<Tensor>& bias_cell,
+                   Tensor h_all, Tensor cells, Tensor gates, Tensor tanh_cells, Tensor summed,
+                   const std::optional<Tensor>& out, const std::optional<Tensor>& summed_gemm,
+                   const std::optional<Tensor>& bias_cell,
                    const std::optional<Tensor>& bias_hidden, c10::IntArrayRef batch_sizes) {
   const auto full = cells.scalar_type(), gemm = w_hh.scalar_type();
   for (const auto& [t, dtype, name] : {std::tuple{&xz, gemm, "xz"}, {&h_all, gemm, "h_all"}, {&xz_bias, full, "xz_bias"},
                                        {&cells, full, "cells"}, {&gates, full, "gates"}, {&tanh_cells, full, "tanh_cells"},
-                                       {&summed, full, "summed"}, {&out, full, "out"}}) {
+                                       {&summed, full, "summed"}}) {
     check_cpu(*t, dtype, name);
   }
   TORCH_CHECK(bias_cell.has_value() == bias_hidden.has_value(), "bias_cell and bias_hidden: both or neither");
+  TORCH_CHECK(w_hr.has_value() == out.has_value() && w_hr.has_value() == summed_gemm.has_value(),
+              "w_hr, out and summed_gemm: all or none");
   const int64_t total = check_batch_sizes(batch_sizes), batch = batch_sizes[0];
-  const int64_t width = cells.size(1), hidden = summed.size(1), out_width = out.size(1);
+  const int64_t width = cells.size(1), hidden = summed.size(1), out_width = w_hr ? w_hr->size(0) : hidden;
   TORCH_CHECK(hidden > 0 && width % hidden == 0, "the cell width ", width, " is not a multiple of hidden ", hidden);
   check_shape(xz, total, 4 * width, "xz");
   check_shape(gates, total, 4 * width, "gates");
   check_shape(cells, batch + total, width, "cells");
   check_shape(tanh_cells, total, width, "tanh_cells");
   check_shape(summed, total, hidden, "summed");
-  check_shape(out, total, out_width, "out");
   check_shape(h_all, batch + total, out_width, "h_all");
   check_shape(w_hh, 4 * width, out_width, "w_hh");
-  TORCH_CHECK(!w_hr || (out_width == w_hr->size(0) && hidden == w_hr->size(1) && summed_gemm.size(0) == total),
-              "w_hr: shape (", out_width, ", ", hidden, ") with summed_gemm of ", total, " rows expected");
-  TORCH_CHECK(w_hr || out_width == hidden, "out: ", hidden, " columns expected without a projection");
-  check_vector(xz_bias, 4 * width, "xz_bias");
-  check_vector(bias_cell, width, "bias_cell");
-  check_vector(bias_hidden, hidden, "bias_hidden");
+  if (w_hr) {
+    TORCH_CHECK(w_hr->scalar_type() == gemm && w_hr->dim() == 2 && w_hr->size(1) == hidden, "w_hr: (", out_width,
+                ", ", hidden, ") of ", gemm, " expected, got ", w_hr->sizes(), " of ", w_hr->scalar_type());
+    check_matrix(*out, full, total, out_width, "out");
+    check_matrix(*summed_gemm, gemm, total, hidden, "summed_gemm");
+  }
+  check_vector(xz_bias, full, 4 * width, "xz_bias");
+  check_vector(bias_cell, full, width, "bias_cell");
+  check_vector(bias_hidden, full, hidden, "bias_hidden");
   dispatch(full, gemm, [&](auto t, auto g) {
     using T = decltype(t);
     using G = decltype(g);
@@ -360,9 +355,9 @@ void layer_backward(const Tensor& gates, const Tensor& cells, const Tensor& tanh
   check_shape(w_hh_t, out_width, 4 * width, "w_hh_t");
   TORCH_CHECK(!w_hr_t || (w_hr_t->size(1) == out_width && d_projected->sizes() == d_out.sizes()),
               "w_hr_t: shape (", hidden, ", ", out_width, ") and d_projected the shape of d_out expected");
-  check_vector(d_bias, 4 * width, "d_bias");
-  check_vector(d_bias_cell, width, "d_bias_cell");
-  check_vector(d_bias_hidden, hidden, "d_bias_hidden");
+  check_vector(d_bias, full, 4 * width, "d_bias");
+  check_vector(d_bias_cell, full, width, "d_bias_cell");
+  check_vector(d_bias_hidden, full, hidden, "d_bias_hidden");
   dispatch(full, gemm, [&](auto t, auto g) {
     using T = decltype(t);
     using G = decltype(g);
@@ -382,7 +377,7 @@ void layer_backward(const Tensor& gates, const Tensor& cells, const Tensor& tanh
 
 TORCH_LIBRARY_FRAGMENT(cerebral, m) {
   m.def("layer_forward(Tensor xz, Tensor xz_bias, Tensor w_hh, Tensor? w_hr, Tensor(a!) h_all, Tensor(b!) cells, "
-        "Tensor(c!) gates, Tensor(d!) tanh_cells, Tensor(e!) summed, Tensor(f!) out, Tensor(g!) summed_gemm, "
+        "Tensor(c!) gates, Tensor(d!) tanh_cells, Tensor(e!) summed, Tensor(f!)? out, Tensor(g!)? summed_gemm, "
         "Tensor? bias_cell, Tensor? bias_hidden, int[] batch_sizes) -> ()");
   m.def("layer_backward(Tensor gates, Tensor cells, Tensor tanh_cells, Tensor d_out, Tensor(a!) dc_all, "
         "Tensor w_hh_t, Tensor? w_hr_t, Tensor(b!) d_gates, Tensor(c!) dh0, Tensor(d!)? d_bias, "
