@@ -220,6 +220,17 @@ def test_a_run_trains_with_the_kernel_near_the_aten_run_and_its_folder_keeps_its
         train(compose(*tiny_overrides(data_dir, tmp_path / "aten", f"train.elementwise={kind}", "train.epochs=3")))
 
 
+@pytest.mark.parametrize("kind", KERNELS)
+def test_a_run_on_the_kernel_resumes_bit_for_bit(kind, data_dir, tmp_path):
+    def run(folder, epochs):
+        train(compose(*tiny_overrides(data_dir, tmp_path / folder, f"train.elementwise={kind}", f"train.epochs={epochs}")))
+        return (tmp_path / folder / "loss.txt").read_bytes()
+
+    straight = run("straight", 3)
+    run("resumed", 2)
+    assert run("resumed", 3) == straight
+
+
 def test_auto_gives_a_new_cpu_run_the_sequence_kernel_only_on_a_listed_cpu(monkeypatch):
     cfg = compose("device=cpu")
     assert cfg.train.elementwise == "auto"
