@@ -32,6 +32,12 @@ def fmt(value, digits=4):
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def fmt_difference(value):
+    """A difference with 4 decimals, or with 2 significant digits in scientific notation below 1e-3,
+    where 4 decimals would print 0.0000 for a difference of 2e-8."""
+    return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.1e}"
+
+
 def fmt_float(value, digits):
     """A number with `digits` decimals even where it is an int (a mean of epochs), "-" for None."""
     return fmt(None if value is None else float(value), digits)
@@ -556,8 +562,8 @@ def fidelity_table(rows, name, reference_name):
              f"{name} / {reference_name} | mean distance to published: {name} / {reference_name} | passes |",
              "|---|---|---|---|---|---|---|"]
     for model, r in rows.items():
-        lines.append(f"| {model} | {r['epochs']} | {r['mean_abs_diff']:.4f} ({r['bound']}) | "
-                     f"{r['max_abs_diff']:.4f} ({r['max_abs_diff_epoch']}) | {fmt(r['first_at_3'])} / "
+        lines.append(f"| {model} | {r['epochs']} | {fmt_difference(r['mean_abs_diff'])} ({r['bound']}) | "
+                     f"{fmt_difference(r['max_abs_diff'])} ({r['max_abs_diff_epoch']}) | {fmt(r['first_at_3'])} / "
                      f"{fmt(r['reference_first_at_3'])} | {fmt(r['distance_to_published'])} / "
                      f"{fmt(r['reference_distance_to_published'])} | "
                      f"{ {True: 'yes', False: 'no', None: f'not yet ({FIDELITY_LENGTH} epochs needed)'}[r['passes']]} |")

@@ -224,6 +224,16 @@ def test_a_given_bound_replaces_every_models_own(shift, passes):
     assert "(0.001)" in fidelity_table(rows, "seq", "aten")
 
 
+def test_the_fidelity_table_prints_a_tiny_difference_in_scientific_notation_not_as_zero():
+    reference = [4.0 - 0.02 * i for i in range(50)]
+    table = fidelity_table(fidelity({"single_lstm": [v + 2e-8 for v in reference]}, {"single_lstm": reference}, {}),
+                           "seq", "aten")
+    assert "| 2.0e-08 (0.01) | 2.0e-08 (" in table and "0.0000" not in table
+    table = fidelity_table(fidelity({"single_lstm": [v + 0.004 for v in reference]}, {"single_lstm": reference}, {}),
+                           "seq", "aten")
+    assert "| 0.0040 (0.01) | 0.0040 (" in table
+
+
 @pytest.mark.parametrize("delay,passes", [(3, True), (4, False)])
 def test_fidelity_of_the_two_stacked_model_bounds_when_it_leaves_the_plateau(delay, passes):
     reference = [3.001] * 20 + [2.999] * 30  # first at or below 3.0: epoch 20
