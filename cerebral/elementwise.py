@@ -38,8 +38,9 @@ CHOICES = (*ELEMENTWISE, "auto")  # train.elementwise; `resolve_elementwise` tur
 # epochs passed the fidelity check against the committed curves (docs/PERFORMANCE.md, the runs in
 # results/kernel-fidelity). Elsewhere `auto` is aten, the choice every committed run before it made.
 SEQUENCE_CPUS = {
-    # seq / aten step: 0.90 / 0.91 fp32, 0.83 / 0.84 bf16 (results/bench-zen4.json); fidelity mean
-    # |seq - aten| 2.0e-8 and 1.3e-8 fp32, 7.1e-6 and 1.8e-5 bf16 (two-stacked, Cerebral).
+    # seq / aten step, medians / minima (results/bench-zen4.json): Cerebral 0.90 / 0.91 fp32,
+    # 0.83 / 0.84 bf16; two-stacked 0.86 / 0.87, 0.75 / 0.74. Fidelity, mean |seq - aten| over 50
+    # epochs: two-stacked 2.0e-8 fp32, 7.1e-6 bf16; Cerebral 1.3e-8, 1.8e-5.
     "AMD EPYC (cpu family 25, model 17; avx512_bf16)": "Zen 4 EPYC, listed 2026-12-07",
 }
 CSRC = Path(__file__).parent / "csrc"

@@ -101,7 +101,8 @@ def layer_forward_arguments():
 
 @pytest.mark.parametrize("change, message", [
     (dict(gates=torch.empty(2, 24)), "gates: a contiguous CPU tensor of Double expected, got Float"),
-    (dict(gates=torch.empty(24, 2, dtype=torch.float64).t()), "gates: a contiguous CPU tensor"),
+    (dict(gates=torch.empty(24, 2, dtype=torch.float64).t()),
+     "gates: a contiguous CPU tensor of Double expected, got a non-contiguous Double"),
     (dict(tanh_cells=torch.empty(2, 5, dtype=torch.float64)), "tanh_cells: shape (2, 6) expected"),
     (dict(bias_cell=torch.zeros(6), bias_hidden=torch.zeros(3)), "bias_cell: a contiguous CPU tensor of Double"),
     (dict(bias_cell=torch.zeros(5, dtype=torch.float64), bias_hidden=torch.zeros(3, dtype=torch.float64)),

@@ -345,7 +345,7 @@ def test_the_fidelity_script_records_only_the_runs_it_compares(tiny_runs, data_d
 
 
 @pytest.mark.parametrize("onednn_bf16", [True, False])
-def test_the_single_lstm_trains_in_bf16_whether_or_notonednn_has_bf16_kernels(onednn_bf16, monkeypatch):
+def test_the_single_lstm_trains_in_bf16_whether_or_not_onednn_has_bf16_kernels(onednn_bf16, monkeypatch):
     """Without them (a CPU without AVX-512) oneDNN's LSTM refuses bf16; PyTorch's own runs it."""
     if onednn_bf16 and not precision.onednn_has_bf16():
         pytest.skip("this CPU's oneDNN has no bf16 kernels")

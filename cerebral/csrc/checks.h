@@ -13,7 +13,8 @@ namespace cerebral {
 
 inline void check_cpu(const at::Tensor& t, at::ScalarType dtype, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == dtype && t.is_contiguous(), name,
-              ": a contiguous CPU tensor of ", dtype, " expected, got ", t.scalar_type(), " on ", t.device());
+              ": a contiguous CPU tensor of ", dtype, " expected, got ", t.is_contiguous() ? "" : "a non-contiguous ",
+              t.scalar_type(), " on ", t.device());
 }
 
 inline void check_shape(const at::Tensor& t, int64_t rows, int64_t cols, const char* name) {
