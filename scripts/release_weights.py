@@ -1,4 +1,4 @@
-"""Commit a run's final weights: `python scripts/release_weights.py results/paper/*/seed1 --manifest results/paper`.
+"""Commit a run's final weights: `python scripts/release_weights.py results/paper/*/seedS --manifest results/paper`.
 
 Writes model.pt (fp32 weights and vocabulary, no optimizer state; cerebral.rundir.write_model) from
 each run's checkpoint, then MANIFEST.sha256 in the --manifest folder, listing every model.pt below

@@ -3,6 +3,7 @@ the whole loop over the steps) against the ATen calls they replace, and the accu
 exp; and the option. (Their float64 gradcheck is tests/test_fused.py's, run with every choice.)"""
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -333,3 +334,17 @@ def test_the_kernels_results_do_not_depend_on_the_number_of_threads(kind, kernel
     assert CALLS[kind][1] in kernel_calls
     for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)
+
+
+def test_every_kernel_source_ships_in_the_package():
+    """A wheel without a header the kernels include cannot build them (`pip install .` copies only
+    the package-data globs of pyproject.toml)."""
+    root = Path(elementwise.__file__).parents[1]
+    table = re.search(r"\[tool\.setuptools\.package-data\]\s*cerebral = \[([^\]]*)\]", (root / "pyproject.toml").read_text())
+    globs = re.findall(r'"([^"]+)"', table.group(1))  # (tomllib is Python 3.11's; we support 3.10)
+    package = root / "cerebral"
+    shipped = {path for pattern in globs for path in package.glob(pattern)}
+    sources = [path for path in (package / "csrc").iterdir() if path.suffix in (".cpp", ".h")]
+    included = {package / "csrc" / name for path in sources
+                for name in re.findall(r'#include "([^"]+)"', path.read_text())}
+    assert sources and set(sources) | included <= shipped
