@@ -11,6 +11,7 @@ path of the two variants.
 """
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -123,6 +124,13 @@ def _is_exporting():
     return getattr(torch.compiler, "is_exporting", bool)()
 
 
+def _structure(value):
+    """The nesting of tuples and lists in value, anything else by its type: "(Tensor, (Tensor, NoneType))"."""
+    if isinstance(value, (tuple, list)):
+        return f"({', '.join(map(_structure, value))})"
+    return type(value).__name__
+
+
 def _select(state, index):
     """The state's sequences (dimension 1) in the order of `index`."""
     return state.index_select(1, index.to(state.device))
@@ -168,6 +176,10 @@ class _GatedRecurrence(nn.Module):
             raise ValueError(f"num_layers must be a positive integer, got {num_layers!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
+                          f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}",
+                          stacklevel=2)
         if not (isinstance(proj_size, int) and 0 <= proj_size < hidden_size):
             raise ValueError(f"proj_size must be 0 (no projection) or a positive integer smaller than hidden_size "
                              f"({hidden_size}), got {proj_size!r}")
@@ -318,13 +330,60 @@ class _GatedRecurrence(nn.Module):
             return h, (c,)
         return h, tuple(c.chunk(self.num_cells, dim=-1)) if isinstance(c, torch.Tensor) else tuple(c)
 
+    def _check_forward_args(self, input, state):
+        """nn.LSTM's checks of the input and the state, in its words: a clear error before any kernel
+        runs, instead of an obscure one from a kernel or a state silently cut to the input's batch.
+        Under autocast dtypes may differ, as nn.LSTM allows."""
+        if isinstance(input, PackedSequence):
+            x, batch = input.data, int(input.batch_sizes[0])
+            if x.dim() != 2:
+                raise RuntimeError(f"input must have 2 dimensions, got {x.dim()}")
+        else:
+            x = input
+            if x.dim() not in (2, 3):
+                raise ValueError(f"{type(self).__name__}: Expected input to be 2D or 3D, got {x.dim()}D instead")
+            batch = x.shape[0 if self.batch_first else 1] if x.dim() == 3 else None
+        weight, autocasting = self.weight_ih_l0, torch.is_autocast_enabled(x.device.type)
+        if x.dtype != weight.dtype and not autocasting:
+            raise ValueError(f"RNN input dtype ({x.dtype}) does not match weight dtype ({weight.dtype}). "
+                             f"Convert input: input.to({weight.dtype}), or convert model: model.to({x.dtype})")
+        if x.shape[-1] != self.input_size:
+            raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                               f"got {x.shape[-1]}")
+        if state is not None:
+            self._check_state(state, batch, None if autocasting else x.dtype)
+
+    def _check_state(self, state, batch, dtype):
+        """The state in a form `_unpack_state` reads, each tensor of nn.LSTM's shape: h (L*D, B, R),
+        each cell state (L*D, B, H), or (L*D, B, 2H) stacked, without B where batch is None
+        (unbatched input); and of `dtype` unless it is None."""
+        h, c = state if isinstance(state, (tuple, list)) and len(state) == 2 else (None, None)
+        cells = tuple(c) if isinstance(c, (tuple, list)) and len(c) == self.num_cells > 1 else (c,)
+        tensors = (h, *cells)
+        if not all(isinstance(t, torch.Tensor) for t in tensors):
+            form = "(h, c)" if self.num_cells == 1 else "(h, (c_upper, c_lower)) or (h, c) with c the two side by side"
+            raise TypeError(f"{type(self).__name__}: state must be {form}, of tensors, got {_structure(state)}")
+        if any(t.dim() != (2 if batch is None else 3) for t in tensors):
+            kind = "unbatched 2-D input, hx and cx should also be 2-D" if batch is None \
+                else "batched 3-D input, hx and cx should also be 3-D"
+            raise RuntimeError(f"For {kind} but got ({', '.join(f'{t.dim()}-D' for t in tensors)}) tensors")
+        names = ["hidden[0]"] + (["hidden[1]"] if len(cells) == 1 else [f"hidden[1][{i}]" for i in range(len(cells))])
+        widths = [self.proj_size or self.hidden_size] + [self.num_cells * self.hidden_size // len(cells)] * len(cells)
+        for name, t, width in zip(names, tensors, widths, strict=True):
+            expected = (self.num_layers * self.num_directions, *([] if batch is None else [batch]), width)
+            if t.shape != expected:
+                raise RuntimeError(f"Expected {name} size {expected}, got {list(t.shape)}")
+            if dtype is not None and t.dtype != dtype:
+                raise RuntimeError(f"Expected {name} dtype {dtype}, the input's, got {t.dtype}")
+
     def forward(self, input, state=None):
-        if self.backend == "lstm":
-            return self._forward_as_lstm(input, state)
         packed, exporting = isinstance(input, PackedSequence), _is_exporting()
         if packed and exporting:
             raise ValueError(f"{type(self).__name__}: export takes padded input (T, B, in) with dynamic T and B, "
                              "not a PackedSequence")
+        self._check_forward_args(input, state)
+        if self.backend == "lstm":
+            return self._forward_as_lstm(input, state)
         if packed:  # rows already in the layout the layers run on
             x, batch_sizes, batched = input.data, tuple(input.batch_sizes.tolist()), True
             batch = batch_sizes[0]
@@ -337,7 +396,7 @@ class _GatedRecurrence(nn.Module):
             elif self.batch_first:
                 input = input.transpose(0, 1)
             steps, batch = input.shape[:2]
-            x, batch_sizes = (input, None) if exporting else (input.reshape(steps * batch, -1), (batch,) * steps)
+            x, batch_sizes = (input, None) if exporting else (input.flatten(0, 1), (batch,) * steps)
         if state is None:
             h0 = x.new_zeros(self.num_layers * self.num_directions, batch, self.proj_size or self.hidden_size)
             cells0 = (x.new_zeros(self.num_layers * self.num_directions, batch, self.hidden_size),) * self.num_cells
@@ -347,6 +406,9 @@ class _GatedRecurrence(nn.Module):
                 h0, cells0 = h0.unsqueeze(1), tuple(c.unsqueeze(1) for c in cells0)
             if packed and input.sorted_indices is not None:  # the caller's order -> longest first
                 h0, cells0 = _select(h0, input.sorted_indices), tuple(_select(c, input.sorted_indices) for c in cells0)
+        if batch == 0:  # no sequence to run: an empty output and the initial state, as nn.LSTM returns
+            output = x.new_zeros(steps, 0, self.num_directions * (self.proj_size or self.hidden_size))
+            return (output.transpose(0, 1) if self.batch_first else output), self._pack_state(h0, cells0)
 
         layer_input, h_n, cells_n = x, [], []
         keys = self._layer_keys()
@@ -559,6 +621,8 @@ class CerebralLSTMCell(nn.Module):
 
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
         super().__init__()
+        if not (isinstance(hidden_size, int) and hidden_size > 0):
+            raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}")
         factory = {"device": device, "dtype": dtype}
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self.weight_ih = nn.Parameter(torch.empty(8 * hidden_size, input_size, **factory))

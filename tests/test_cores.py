@@ -209,7 +209,8 @@ def test_dropout_acts_between_layers_in_training_only():
     assert_close_nested(core(x), core(x))
     core.train()
     assert not torch.equal(core(x)[0], core(x)[0])
-    core_one_layer = CerebralLSTM(4, 8, num_layers=1, dropout=0.5).train()
+    with pytest.warns(UserWarning, match="non-zero dropout expects num_layers greater than 1"):  # as nn.LSTM
+        core_one_layer = CerebralLSTM(4, 8, num_layers=1, dropout=0.5).train()
     assert torch.equal(core_one_layer(x)[0], core_one_layer(x)[0])
 
 
