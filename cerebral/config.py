@@ -44,11 +44,15 @@ LIST_KEYS = "python -m cerebral.train --cfg job lists every key"
 
 
 def check_overrides(overrides):
-    """Refuse `+key=value`: every setting of this config already exists (each group is in its
-    defaults list), so an added key is a misspelt one that nothing would read. And a path
-    starting with '~', which Hydra's parser rejects with a lexer error."""
+    """Refuse `+key=value` and `++key=value`: every setting of this config already exists (each
+    group is in its defaults list), so `key=value` sets it, and a key that only a '+' can add is a
+    misspelt one that nothing would read. And a path starting with '~', which Hydra's parser
+    rejects with a lexer error."""
     for override in overrides:
-        if override.startswith("+") and not override.startswith("++"):
+        if override.startswith("++"):
+            raise ConfigError(f"{override} would add its key if the config did not have it, and nothing would read "
+                              f"it: drop the '++' (key=value sets any key there is; {LIST_KEYS})")
+        if override.startswith("+"):
             raise ConfigError(f"{override} adds a key the config does not have, which nothing would read: drop the "
                               f"'+' and check the spelling ({LIST_KEYS})")
         key, _, value = override.partition("=")
@@ -166,8 +170,9 @@ def check_config(cfg):
         problems.append(f"train.elementwise={t.elementwise} is a CPU kernel, but device={cfg.device} trains on CUDA; "
                         "use train.elementwise=aten there (or device=cpu)")
     if t.sampling == "shuffled_pass":
-        need(t.steps_per_epoch is None, "train.steps_per_epoch",
-             "null with train.sampling=shuffled_pass (one pass sets it)", "null")
+        need(t.steps_per_epoch is None or (_is_int(t.steps_per_epoch) and t.steps_per_epoch > 0),
+             "train.steps_per_epoch", "null (the whole pass) or a positive integer (at most that many of the "
+             "pass's batches) with train.sampling=shuffled_pass", "null")
     else:
         need(_is_int(t.steps_per_epoch) and t.steps_per_epoch > 0, "train.steps_per_epoch",
              "a positive integer", 100)

@@ -45,10 +45,11 @@ class Run:
     config: dict = field(default_factory=dict)
     record: dict = field(default_factory=dict)  # run.json: device, versions, commit per session
     sample: dict | None = None                  # sample.json: generated text and its settings
+    metrics: dict = field(default_factory=dict)  # metrics.csv: column -> floats per epoch, or None
 
     def metric(self, column):
         """One column of metrics.csv as floats per epoch, or None where the run has none."""
-        return rundir.read_metric(self.path, column)
+        return self.metrics.get(column)
 
     @property
     def seconds(self):
@@ -72,6 +73,11 @@ class Run:
         return self.config.get("train", {}).get("precision", "fp32")
 
     @property
+    def validation(self):
+        """Whether the run held out a validation split in place of the test set (data.validation=true)."""
+        return bool(self.config.get("data", {}).get("validation"))
+
+    @property
     def parameters(self):
         """The model's parameter count, as recorded by training (run.json)."""
         return self.record.get("parameters")
@@ -88,16 +94,20 @@ def published_curves(data_dir=chardata.DEFAULT_DIR):
 
 
 def load_run(path, model, seed):
-    """The run in `path`, filed as `model`; ConfigError when its config.yaml names another model, so
-    that a run copied into the wrong folder is not compared as that model's curve."""
+    """The run in `path`, filed as `model`, its files read (ConfigError naming a damaged one, and a
+    character model's config.yaml that `rundir.check_saved_config` refuses); ConfigError too when
+    its config.yaml names another model, so that a run copied into the wrong folder is not compared
+    as that model's curve."""
     path = Path(path)
-    config = rundir.read_config(path)
-    trained = config.get("model", {}).get("name", model)
+    run = Run(model, seed, path, read_losses(path / rundir.LOSSES), rundir.read_config(path),
+              rundir.read_record(path), rundir.read_sample(path), rundir.read_metrics(path))
+    if run.config and run.task == "charlm":  # the report reads its settings, and may rebuild its model
+        rundir.check_saved_config(path, run.config)
+    trained = run.config.get("model", {}).get("name", model)
     if trained != model:
         raise ConfigError(f"{path} is filed as {model}, but its {rundir.CONFIG} says model {trained}: "
                           f"move it to {path.parent.parent / trained / path.name}, or out of the runs folder")
-    return Run(model, seed, path, read_losses(path / rundir.LOSSES), config,
-               rundir.read_record(path), rundir.read_sample(path))
+    return run
 
 
 def find_runs(runs_dir):
@@ -150,6 +160,19 @@ def run_task(runs):
     return tasks.pop() if tasks else "charlm"
 
 
+def check_test_scores(runs_dir, runs):
+    """ConfigError for a classification run without its test accuracy and loss per epoch: a
+    validation run (a sweep of them is compared with --validation), or one whose metrics.csv is gone."""
+    for run in (r for model_runs in runs.values() for r in model_runs):
+        if run.validation:
+            raise ConfigError(f"{runs_dir} holds validation runs (data.validation=true), which have no test "
+                              "accuracy: use --validation EPOCHS on the folder above the lr<lr>/ folders, e.g. "
+                              f"scripts/compare.py --runs {run.path.parents[2]} --validation 10,20,30")
+        if run.metric("test_accuracy") is None or run.metric("test_loss") is None:
+            raise ConfigError(f"{run.path / rundir.METRICS} has no test accuracy and loss per epoch: restore it from "
+                              f"git, or delete {run.path} to train the run again")
+
+
 def comparison_parser(description):
     """The options shared by the figure and report commands."""
     parser = argparse.ArgumentParser(description=description)
@@ -183,9 +206,10 @@ def check_writable(path, fix="choose another --out"):
 
 def load_comparison(runs_dir, data_dir, need_runs=None):
     """(published curves, our runs, each model's mean training-loss curve), or exit naming the bad
-    file, a folder that mixes runs of several tasks, or a folder without runs where some are
-    needed: `need_runs`, by default everywhere but the default folder, which a fresh clone lacks
-    (the published curves are then drawn and judged alone)."""
+    file, a folder that mixes runs of several tasks, classification runs without test scores
+    (`check_test_scores`), or a folder without runs where some are needed: `need_runs`, by default
+    everywhere but the default folder, which a fresh clone lacks (the published curves are then
+    drawn and judged alone)."""
     try:
         published, runs = published_curves(data_dir), find_runs(runs_dir)
     except USER_ERRORS as e:
@@ -193,10 +217,16 @@ def load_comparison(runs_dir, data_dir, need_runs=None):
     if need_runs is None:
         need_runs = Path(runs_dir) != DEFAULT_RUNS
     if need_runs and not runs:
+        if any(Path(runs_dir).glob("lr*/*/seed*/loss.txt")):
+            sys.exit(f"error: no runs found under {runs_dir}, but a validation sweep (lr<lr>/MODEL/seedN/): use "
+                     f"scripts/compare.py --runs {runs_dir} --validation EPOCHS, e.g. --validation 10,20,30")
         sys.exit(f"error: no runs found under {runs_dir}: a runs folder holds MODEL/seedN/loss.txt, "
                  "e.g. cerebral_lstm/seed0/loss.txt")
     try:
-        run_task(runs)
-    except ValueError as e:
+        if run_task(runs) != "charlm":
+            check_test_scores(runs_dir, runs)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    except ValueError as e:  # run_task's: the runs mix tasks
         sys.exit(f"error: {runs_dir}: {e}")
     return published, runs, {model: mean_curve(model_runs) for model, model_runs in runs.items()}

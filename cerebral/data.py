@@ -7,6 +7,7 @@ download base URL. Run `python -m cerebral.data [DIR]` (`make data`) to fetch. `
 the classification tasks' downloads too, from their own `Origin` (`cerebral.taskdata`).
 """
 
+import argparse
 import hashlib
 import io
 import os
@@ -223,8 +224,10 @@ def load(data_dir=DEFAULT_DIR, seq_len=PUBLISHED_SEQ_LEN):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    data_dir = Path(argv[0]) if argv else DEFAULT_DIR
+    parser = argparse.ArgumentParser(description="Fetch the Simpsons data and the published curves, SHA-256 "
+                                                 "checked (offline: CEREBRAL_DATA_MIRROR=DIR).")
+    parser.add_argument("data_dir", nargs="?", type=Path, default=DEFAULT_DIR, help=f"default: {DEFAULT_DIR}")
+    data_dir = parser.parse_args(argv).data_dir
     try:
         fetch(data_dir)
         data = load(data_dir)

@@ -18,12 +18,14 @@ torch.compile'd steps run as with aten. The AVX2 and AVX512 builds contract mult
 FMAs, a build without either does not: their bits differ.
 """
 
+import fcntl
 import functools
 import hashlib
 import logging
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -85,6 +87,19 @@ def _fail(cause):
                             f"train.elementwise=aten")
 
 
+def kernel_build():
+    """The kernels' compiler flags and build folder: one per checkout, source, flags, torch and Python,
+    so that checkouts and venvs sharing ~/.cache neither rebuild each other's nor load another's."""
+    from torch.utils import cpp_extension
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    flags = FLAGS + ARCH_FLAGS.get(capability, [])
+    key = " ".join([str(CSRC), *flags, torch.__version__, sys.version]).encode()
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in sorted(CSRC.glob("*.[ch]*"))) + key).hexdigest()[:12]
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root())
+    return flags, root / f"cerebral_gates_{capability.lower()}_{digest}"
+
+
 @functools.cache
 def kernel_ops():
     """`torch.ops.cerebral` with the step kernel's `gates_forward` and `gates_backward` and the
@@ -92,22 +107,24 @@ def kernel_ops():
     cache; a KernelBuildError naming the cause if they cannot be built."""
     from torch.utils import cpp_extension
 
-    capability = torch.backends.cpu.get_cpu_capability()
-    flags = FLAGS + ARCH_FLAGS.get(capability, [])
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
         raise _fail(f"no C++ compiler: {compiler!r} is not on PATH")
     _ninja_on_path()
-    # one build per checkout, source, flags and torch: checkouts and venvs sharing ~/.cache neither
-    # rebuild each other's (cpp_extension's build folder is per name) nor load another's
-    key = " ".join([str(CSRC), *flags, torch.__version__]).encode()
-    digest = hashlib.sha256(b"".join(path.read_bytes() for path in sorted(CSRC.glob("*.[ch]*"))) + key).hexdigest()[:12]
+    flags, build_dir = kernel_build()
     logger = logging.getLogger("torch.utils.cpp_extension")
     level = logger.level
     logger.setLevel(logging.ERROR)  # its compiler-compatibility banner is not our one line
     try:
-        cpp_extension.load(name=f"cerebral_gates_{capability.lower()}_{digest}", sources=[str(path) for path in SOURCES],
-                           extra_cflags=flags, extra_ldflags=["-fopenmp"], is_python_module=False)
+        build_dir.mkdir(parents=True, exist_ok=True)
+        with open(build_dir / "cerebral.flock", "w") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)  # the OS lets go of it when its process dies
+            # cpp_extension's own lock is a file that a process killed inside load() leaves behind, on
+            # which every later load would wait forever; holding the flock, no process of ours is there
+            (build_dir / "lock").unlink(missing_ok=True)
+            cpp_extension.load(name=build_dir.name, sources=[str(path) for path in SOURCES],
+                               build_directory=str(build_dir), extra_cflags=flags, extra_ldflags=["-fopenmp"],
+                               is_python_module=False)
     except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
         raise _fail(_cause(e)) from None
     finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from cerebral import rundir
-from cerebral.errors import USER_ERRORS
+from cerebral.errors import USER_ERRORS, ConfigError
 from cerebral.generate import load_trained
 from cerebral.precision import PRECISIONS, autocast
 from cerebral.tasks import char_lm_loss, make_task
@@ -26,6 +26,10 @@ def fixed_batch_loss(run_dir, precision="fp32"):
     """The run's final model's mean loss on the fixed batches, its forward at `precision` (CPU)."""
     model, _ = load_trained(run_dir)
     task = make_task(rundir.saved_config(run_dir))
+    needed = FIXED_BATCHES * BATCH_SIZE
+    if len(task) < needed:
+        raise ConfigError(f"{run_dir}: its data give {len(task)} training sequences, and the fixed batches take "
+                          f"{needed}: evaluate a run whose data.seq_len leaves at least that many")
     order = torch.randperm(len(task), generator=torch.Generator().manual_seed(SEED))
     batches = order[: FIXED_BATCHES * BATCH_SIZE].view(FIXED_BATCHES, -1)
     with autocast(precision, "cpu"):
@@ -39,10 +43,10 @@ def main(argv=None):
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     args = parser.parse_args(argv)
     try:
+        recorded = rundir.read_history(args.run, rundir.METRICS_COLUMNS)  # a malformed record: before the work
         loss = fixed_batch_loss(args.run, args.precision)
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
-    recorded = rundir.read_history(args.run, rundir.METRICS_COLUMNS)
     final = f"{recorded[-1]['train_loss']:.5f} (epoch {len(recorded) - 1})" if recorded else "-"
     print(f"{args.run}: loss {loss:.5f} on {FIXED_BATCHES} fixed batches of {BATCH_SIZE} ({args.precision}); "
           f"recorded final training loss {final}")

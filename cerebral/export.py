@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch.export._patches import register_lstm_while_loop_decomposition
 
+from cerebral.atomic import atomic_path
 from cerebral.curves import check_writable
 from cerebral.errors import USER_ERRORS
 from cerebral.generate import load_trained
@@ -53,7 +54,8 @@ def export_onnx(model, path):
         program = torch.onnx.export(model.eval(), _example(model), dynamic_shapes=_dynamic_shapes(), dynamo=True,
                                     input_names=["tokens"], output_names=output_names(model),
                                     external_data=False, verbose=False)
-    program.save(str(path))
+    with atomic_path(path) as tmp:  # an interrupted export leaves no cut-short file
+        program.save(str(tmp))
     return Path(path)
 
 

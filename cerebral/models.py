@@ -12,6 +12,7 @@ from torch import nn
 
 from cerebral.cores import BACKENDS as CORE_BACKENDS
 from cerebral.cores import CerebralLSTM, CerebralLSTMPrinted, NovoLSTM, PostBiasLSTM
+from cerebral.errors import ConfigError
 from cerebral.precision import full_precision, native_lstm_context
 from cerebral.steps import resolve_device
 
@@ -80,6 +81,8 @@ def build_core(cfg, input_size):
         return CerebralLSTMPrinted(input_size, size, layers, **options)
     if cfg.core == "novo":
         return NovoLSTM(input_size, size, layers, **options)
+    if cfg.core != "lstm":
+        raise ConfigError(f"model.core must be {' or '.join(CORES)}, got {cfg.core!r}")
     if cfg.cells:  # LSTMP on our fused path, which trains it faster than nn.LSTM's (docs/PERFORMANCE.md)
         return PostBiasLSTM(input_size, cfg.cells, layers, proj_size=size, post_bias=cfg.post_bias, **options)
     if cfg.post_bias:

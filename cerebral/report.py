@@ -414,7 +414,7 @@ def validation_sweep(root):
         if len(rates) > 1:
             raise ConfigError(f"{folder} holds runs of several learning rates ({', '.join(map(str, sorted(rates)))})")
         for run in (r for model_runs in runs.values() for r in model_runs):
-            if not run.config.get("data", {}).get("validation"):
+            if not run.validation:
                 raise ConfigError(f"{run.path} did not train with data.validation=true: it has no validation accuracy")
         if runs:
             sweep[rates.pop()] = runs

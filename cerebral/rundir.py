@@ -47,6 +47,7 @@ from cerebral.steps import cpu_features, device_name, resolve_device
 
 CONFIG, RECORD, METRICS, LOSSES, SAMPLE = "config.yaml", "run.json", "metrics.csv", "loss.txt", "sample.json"
 MODEL, MANIFEST = "model.pt", "MANIFEST.sha256"
+SAMPLE_KEYS = ("prime", "temperature", "seed", "text")  # what the report shows of a sample
 RECORDED_LOSSES, RECORDED_METRICS = "loss.recorded.txt", "metrics.recorded.csv"
 CHECKPOINT, PREVIOUS_CHECKPOINT, UNREADABLE_CHECKPOINT = "checkpoint.pt", "checkpoint.prev.pt", "checkpoint.unreadable.pt"
 # Raised whenever the meaning of saved parameters changes (e.g. the gate order), so that an old
@@ -102,13 +103,30 @@ def read_config(run_dir):
 
 
 def saved_config(run_dir):
-    """The run's config, completed with keys added since it was saved (`config.complete`);
-    ConfigError for a run folder without one, whose model nothing else describes."""
+    """The run's config, completed and checked (`check_saved_config`); ConfigError for a run
+    folder without one, whose model nothing else describes."""
     saved = read_config(run_dir)
     if not saved:
         raise ConfigError(f"{Path(run_dir) / CONFIG} does not exist, and only it says which model the run "
                           "trained: restore it from git, or name a run folder that has one")
-    return complete(saved)
+    return check_saved_config(run_dir, saved)
+
+
+def check_saved_config(run_dir, saved):
+    """The run's saved config (a dict) completed with keys added since it was saved
+    (`config.complete`); ConfigError naming the file where a key is missing or a value invalid
+    (`config.check_config`, for the CPU it is read on, whatever device trained it)."""
+    try:
+        cfg = complete(saved)
+        check_config(OmegaConf.merge(cfg, {"device": "cpu"}))
+        return cfg
+    except OmegaConfBaseException as e:  # a key missing, or a section that is no mapping
+        problem = f"{e.full_key}: {str(e).splitlines()[0]}"
+    except ConfigError as e:  # check_config's list of problems, one per line
+        problem = "; ".join(line.strip() for line in str(e).removeprefix("invalid configuration:").splitlines()
+                            if line.strip())
+    raise ConfigError(f"{Path(run_dir) / CONFIG} is invalid: {problem}: restore it from git, or delete {run_dir} "
+                      "to train the run again")
 
 
 def settle_kernels(cfg):
@@ -462,10 +480,17 @@ def checkpoint_epochs(run_dir, model):
     return len(state["history"])
 
 
-def read_metric(run_dir, column):
-    """One column of metrics.csv as floats per epoch, or None where the run has none."""
-    values = [row.get(column) or None for row in _metrics_rows(run_dir)]
-    return [float(v) for v in values] if values and None not in values else None
+def read_metrics(run_dir):
+    """metrics.csv as {column: floats per epoch, or None where a cell is empty} ({} without one);
+    ConfigError for one that cannot be read, or holds a cell that is not a number."""
+    try:
+        rows = _metrics_rows(run_dir)
+        header = [c for c in rows[0] if c is not None] if rows else []  # None: cells past the header's end
+        columns = {c: [float(row[c]) if row.get(c) else None for row in rows] for c in header}
+    except (OSError, ValueError) as e:  # a folder in its place, not UTF-8, a cell such as "abc"
+        raise ConfigError(f"{Path(run_dir) / METRICS} cannot be read as the run's metrics ({e}): restore it from "
+                          f"git, or delete {run_dir} to train the run again") from None
+    return {c: None if None in values else values for c, values in columns.items()}
 
 
 def write_model(run_dir, state):
@@ -528,5 +553,16 @@ def write_sample(run_dir, sample):
 
 
 def read_sample(run_dir):
+    """sample.json as a dict (None when there is none); ConfigError for one that cannot be read, or
+    lacks a key the report shows."""
     path = Path(run_dir) / SAMPLE
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        sample = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        sample = None
+    if isinstance(sample, dict) and set(SAMPLE_KEYS) <= sample.keys():
+        return sample
+    raise ConfigError(f"{path} cannot be read as a generated sample (a JSON object with {', '.join(SAMPLE_KEYS)}): "
+                      f"restore it from git, or delete it (python -m cerebral.generate {run_dir} --save writes it again)")

@@ -19,13 +19,15 @@ class BatchSampler:
 
     random_batches: every step draws `batch_size` sequences uniformly without replacement,
     independently of the other steps (docs/PROTOCOL.md, P2). shuffled_pass: one permutation per
-    epoch, cut into len // batch_size batches.
+    epoch, cut into len // batch_size batches, the first `steps_per_epoch` of them where it is set
+    (debug=tiny's few steps).
     """
 
     def __init__(self, num_sequences, train_cfg, seed):
         self.n, self.batch, self.sampling = num_sequences, train_cfg.batch_size, train_cfg.sampling
+        whole_pass = num_sequences // self.batch
         self.steps = (train_cfg.steps_per_epoch if self.sampling == "random_batches"
-                      else num_sequences // self.batch)
+                      else min(train_cfg.steps_per_epoch or whole_pass, whole_pass))
         self.generator = torch.Generator().manual_seed(seed)
 
     def epoch(self):

@@ -52,7 +52,7 @@ def train(cfg):
         keep_freed_memory()
     use_deterministic_kernels()
     torch.manual_seed(cfg.seed)
-    rundir.check_run_dir(cfg)  # a folder that refuses this run: before the data and any kernel build
+    rundir.check_run_dir(cfg)  # a folder that refuses this run: before the data are read
     task = make_task(cfg)  # loads (and checks) the data, then builds the model from the seed
     if cfg.train.batch_size > len(task):
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the "

@@ -16,14 +16,23 @@ from cerebral.errors import ConfigError
 from cerebral.report import VALIDATION, validation_report, write_report
 
 
+def epoch_counts(text):
+    """--validation's EPOCHS as a list of positive integers (each once), or exit in one line (argparse's
+    own refusal would add its usage)."""
+    counts = text.split(",")
+    if not all(count.isdecimal() and int(count) > 0 for count in counts):
+        sys.exit(f"error: --validation must be comma-separated positive epoch counts, e.g. 10,20,30; got {text!r}")
+    return list(dict.fromkeys(int(count) for count in counts))
+
+
 def main(argv=None):
     parser = comparison_parser(__doc__.splitlines()[0])
-    parser.add_argument("--validation", metavar="EPOCHS", help="comma-separated numbers of epochs to choose "
-                        "among: RUNS is a validation sweep, lr<lr>/<model>/seed<k>/; writes RUNS/VALIDATION.md")
+    parser.add_argument("--validation", metavar="EPOCHS", type=epoch_counts, help="comma-separated numbers of epochs "
+                        "to choose among: RUNS is a validation sweep, lr<lr>/<model>/seed<k>/; writes RUNS/VALIDATION.md")
     args = parser.parse_args(argv)
     if args.validation:
         try:
-            chosen = validation_report(args.runs, [int(e) for e in args.validation.split(",")])["chosen"]
+            chosen = validation_report(args.runs, args.validation)["chosen"]
         except (ValueError, ConfigError) as e:
             sys.exit(f"error: {e}")
         print(f"train.epochs={chosen['epochs']} optim.lr={chosen['lr']} (mean validation accuracy "

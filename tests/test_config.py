@@ -48,6 +48,8 @@ def test_unknown_model_is_refused_with_the_available_ones():
     ("train.batchsize=64", "train.batchsize is not a key of this config: check its spelling"),
     ("+train.batchsize=64", "+train.batchsize=64 adds a key the config does not have"),
     ("+data.padding=packed", "+data.padding=packed adds a key"),  # an imdb key, absent from charlm
+    ("++model.stat_size=16", "++model.stat_size=16 would add its key if the config did not have it"),
+    ("++seed=1", "drop the '++' (key=value sets any key there is"),
     ("notanoverride", "Error parsing override 'notanoverride' (overrides are key=value"),
     ("optim.lr=[1", "no viable alternative at input '[1' (overrides are key=value"),
     ("data.dir=~/data", "data.dir=~/data: Hydra cannot read an unquoted '~'; write data.dir=$HOME/data"),
@@ -65,7 +67,7 @@ def test_an_override_hydra_cannot_apply_is_refused_in_one_line(override, problem
     ("model.state_size=1.5", "model.state_size"), ("model.state_size=-3", "model.state_size"),
     ("model.core=gru", "model.core"), ("train.epochs=0", "train.epochs"),
     ("device=tpu", "device"), ("model.init=he", "model.init"), ("model.dropout=1.5", "model.dropout"),
-    ("train.sampling=shuffled_pass", "train.steps_per_epoch"), ("model.post_bias=true", "model.post_bias"),
+    ("train.steps_per_epoch=0", "train.steps_per_epoch"), ("model.post_bias=true", "model.post_bias"),
     ("optim.lr=inf", "optim.lr"), ("optim.initial_accumulator_value=inf", "optim.initial_accumulator_value"),
     ("model.dropout=-inf", "model.dropout"),
 ])

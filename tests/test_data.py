@@ -151,3 +151,11 @@ def test_other_sequence_lengths_cut_the_same_text(data_dir):
     assert data.inputs.shape == ((305190 - 1) // 50, 50)
     with pytest.raises(chardata.DataError, match="data.seq_len"):
         chardata.load(data_dir, seq_len=0)
+
+
+def test_the_fetch_command_has_help_and_makes_no_folder_of_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        chardata.main(["--help"])
+    assert stop.value.code == 0 and "CEREBRAL_DATA_MIRROR" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []

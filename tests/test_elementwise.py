@@ -3,6 +3,8 @@ the whole loop over the steps) against the ATen calls they replace, and the accu
 exp; and the option. (Their float64 gradcheck is tests/test_fused.py's, run with every choice.)"""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -348,3 +350,16 @@ def test_every_kernel_source_ships_in_the_package():
     included = {package / "csrc" / name for path in sources
                 for name in re.findall(r'#include "([^"]+)"', path.read_text())}
     assert sources and set(sources) | included <= shipped
+
+
+def test_a_lock_file_left_by_a_killed_build_does_not_stop_the_next_load():
+    """cpp_extension waits forever on the lock file of a process killed while it loaded the kernels."""
+    elementwise.kernel_ops()  # built: the process below only loads
+    lock = elementwise.kernel_build()[1] / "lock"
+    lock.touch()
+    try:
+        load = "from cerebral import elementwise; elementwise.kernel_ops(); print('loaded')"
+        result = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, timeout=120)
+    finally:
+        lock.unlink(missing_ok=True)
+    assert result.stdout.strip() == "loaded", result.stderr

@@ -1,5 +1,6 @@
 """`python -m cerebral.evaluate RUN_DIR`: a trained model's loss on fixed batches, beside its record."""
 
+import shutil
 import subprocess
 import sys
 
@@ -40,3 +41,27 @@ def test_a_run_without_a_checkpoint_is_one_line(tmp_path):
                             text=True)
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"error: {tmp_path / 'checkpoint.pt'} does not exist")
+
+
+def copy_of(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy
+
+
+def test_a_malformed_record_is_one_line_before_the_model_is_evaluated(tiny_run, tmp_path, monkeypatch):
+    run = copy_of(tiny_run[0], tmp_path)
+    (run / "loss.txt").write_text("[0] loss : not a number\n")
+    monkeypatch.setattr(evaluate, "fixed_batch_loss", lambda *args: pytest.fail("evaluated before the record was read"))
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main([str(run)])
+    assert str(stop.value.code).startswith("error: ") and "loss.txt" in str(stop.value.code)
+
+
+def test_a_run_whose_data_are_too_few_for_the_fixed_batches_is_one_line(tiny_run, tmp_path):
+    run = copy_of(tiny_run[0], tmp_path)
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("seq_len: 20", "seq_len: 200"))  # 1,525 sequences
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main([str(run)])
+    assert str(stop.value.code).startswith(f"error: {run}: its data give 1525 training sequences")

@@ -2,6 +2,7 @@
 and ONNX (run in ONNX Runtime), batch and time dynamic, and torch.compile training a step."""
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,6 +99,17 @@ def test_the_command_exports_a_trained_run(tiny_runs, tmp_path, capsys):
     assert session.get_inputs()[0].name == "tokens"
     with pytest.raises(SystemExit, match=r"does not exist, nor committed weights \(model.pt\): train the run first"):
         main([str(tmp_path / "no-run"), str(tmp_path / "x.onnx")])
+
+
+def test_an_interrupted_export_leaves_no_file(tiny_runs, tmp_path, monkeypatch):
+    def save_half_then_die(program, destination):
+        Path(destination).write_bytes(b"half an onnx file")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(torch.onnx.ONNXProgram, "save", save_half_then_die)
+    out = tmp_path / "cerebral.onnx"
+    with pytest.raises(KeyboardInterrupt):
+        main([str(tiny_runs / "cerebral_lstm" / "seed0"), str(out)])
+    assert list(tmp_path.iterdir()) == []
 
 
 GRAPH_BREAKS = {"cerebral_lstm": 4, "stacked_lstm": 5}  # as docs/REFERENCE.md reports them, at the pinned torch

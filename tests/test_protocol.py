@@ -39,39 +39,10 @@ def headings(doc):
     return [int(n) for n in re.findall(rf"^## {letter}(\d+)\. \S", path.read_text(encoding="utf-8"), re.M)]
 
 
-def text_files(names):
-    for name in names:
-        path = ROOT / name
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in (".py", ".md", ".yaml"))
-        for file in files:
-            if ".venv" not in file.parts and "__pycache__" not in file.parts:
-                yield file, file.read_text(encoding="utf-8")
-
-
 @pytest.mark.parametrize("doc,count", [("PROTOCOL", 9), ("MODELS", 3)])
 def test_sections_are_numbered_from_one_without_gaps(doc, count):
     assert headings(doc) == list(range(1, len(headings(doc)) + 1))
     assert len(headings(doc)) >= count
-
-
-def github_anchor(heading):
-    """The fragment GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
-    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-
-
-def test_every_link_to_a_section_resolves():
-    anchors = {name: {github_anchor(h) for h in re.findall(r"^#+ (.+)$", path.read_text(encoding="utf-8"), re.M)}
-               for name, (_, path) in DOCS.items()}
-    links = []
-    for path, text in text_files(["README.md", "docs"]):
-        for doc, anchor in re.findall(r"\(docs/(PROTOCOL|MODELS)\.md#([\w-]+)\)", text):
-            links.append((path, doc, anchor))
-        if path.parent.name == "docs":  # links within docs/: (#anchor) and (OTHER.md#anchor)
-            links += [(path, path.stem, a) for a in re.findall(r"\]\(#([\w-]+)\)", text)]
-            links += [(path, d, a) for d, a in re.findall(r"\]\((PROTOCOL|MODELS)\.md#([\w-]+)\)", text)]
-    assert links
-    for path, doc, anchor in links:
-        assert anchor in anchors[doc], f"{path.relative_to(ROOT)} links docs/{doc}.md#{anchor}"
 
 
 def test_p1_unigram_entropy_of_the_targets(data_dir):

@@ -79,6 +79,15 @@ def test_a_shuffled_pass_covers_n_div_batch_times_batch_distinct_sequences(n, k)
         assert all(0 <= i < n for i in seen)
 
 
+@pytest.mark.parametrize("steps,kept", [(3, 3), (50, 10)])
+def test_steps_per_epoch_keeps_at_most_that_many_batches_of_a_shuffled_pass(steps, kept):
+    s = sampler(103, 10, sampling="shuffled_pass", steps=steps)
+    drawn = batches(s)
+    assert s.steps == len(drawn) == kept
+    seen = [i for b in drawn for i in b]
+    assert len(set(seen)) == len(seen) == kept * 10
+
+
 def test_each_shuffled_pass_is_a_new_order():
     s = sampler(103, 10, sampling="shuffled_pass")
     first, second = batches(s), batches(s)

@@ -282,7 +282,7 @@ def test_a_record_the_training_does_not_repeat_is_kept_beside_the_new_curve(data
     kept = run / "kept"  # metrics.recorded.csv holds the recorded timings
     kept.mkdir()
     shutil.copy(run / rundir.RECORDED_METRICS, kept / "metrics.csv")
-    assert rundir.read_metric(kept, "seconds") == rundir.read_metric(straight, "seconds")
+    assert rundir.read_metrics(kept)["seconds"] == rundir.read_metrics(straight)["seconds"]
     assert (run / "loss.txt").read_bytes() == (straight / "loss.txt").read_bytes()
     replay = rundir.read_record(run)["sessions"][-1]["replay"]
     assert replay["first_difference"] == {"epoch": 1, "recorded": record[1], "trained": expected[1]}

@@ -2,15 +2,20 @@
 work and without writing anything: never a traceback, never an empty or published-only output
 mistaken for a comparison of runs."""
 
+import json
 import shutil
 import subprocess
 import sys
 
 import pytest
+import yaml
 from conftest import ROOT, load_script
+from omegaconf import OmegaConf
 
 from cerebral import export, generate
 from cerebral.config import compose
+from cerebral.errors import ConfigError
+from cerebral.models import build_core
 from cerebral.train import train
 
 
@@ -220,3 +225,104 @@ def test_the_benchmark_refuses_arguments_it_cannot_run_with_before_timing(args, 
 def test_the_benchmark_refuses_cuda_without_a_cuda_device(run_script):
     pytest.importorskip("torch").cuda.is_available() and pytest.skip("this machine has CUDA")
     assert_refused(run_script("bench", "--device", "cuda", "--size", "8"), "PyTorch sees no CUDA device here")
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """A validation sweep of one committed MNIST-1D run (data.validation=true): SWEEP/lr0.001/cerebral_lstm/seed0."""
+    source = ROOT / "results" / "tasks" / "validation" / "mnist1d" / "lr0.001" / "cerebral_lstm" / "seed0"
+    run = tmp_path / "sweep" / "lr0.001" / "cerebral_lstm" / "seed0"
+    run.mkdir(parents=True)
+    for name in ("config.yaml", "loss.txt", "metrics.csv", "run.json"):
+        shutil.copy(source / name, run)
+    return tmp_path / "sweep"
+
+
+@pytest.mark.parametrize("epochs", ["0,1", "-1", "1,,2", "10,x", ""])
+def test_compare_refuses_validation_epochs_that_are_not_positive_counts(epochs, sweep, run_script):
+    assert_refused(run_script("compare", "--runs", sweep, f"--validation={epochs}"),
+                   "--validation must be comma-separated positive epoch counts, e.g. 10,20,30")
+    assert not (sweep / "VALIDATION.md").exists()
+    assert load_script("compare").epoch_counts("10,20,10") == [10, 20]
+
+
+@pytest.mark.parametrize("script", ["compare", "plot"])
+def test_validation_runs_are_pointed_to_their_sweep(script, sweep, data_dir, run_script):
+    lr_folder = sweep / "lr0.001"
+    assert_refused(run_script(script, "--runs", lr_folder, "--data", data_dir),
+                   f"{lr_folder} holds validation runs", f"--runs {sweep} --validation")
+    assert_refused(run_script(script, "--runs", sweep, "--data", data_dir),
+                   f"no runs found under {sweep}, but a validation sweep", f"--runs {sweep} --validation EPOCHS")
+    assert not (lr_folder / "REPORT.md").exists() and not (lr_folder / "figures").exists()
+
+
+def invalid_json(run):
+    (run / "sample.json").write_text("{ cut short")
+    return run / "sample.json", "cannot be read as a generated sample"
+
+
+def sample_without_prime(run):
+    (run / "sample.json").write_text(json.dumps({"temperature": 1.0, "seed": 0, "text": "Moe_Szyslak: hi"}))
+    return run / "sample.json", "cannot be read as a generated sample"
+
+
+def seconds_not_a_number(run):
+    header, first, *rest = (run / "metrics.csv").read_text().splitlines()
+    cells = first.split(",")
+    cells[header.split(",").index("seconds")] = "abc"
+    (run / "metrics.csv").write_text("\n".join([header, ",".join(cells), *rest]) + "\n")
+    return run / "metrics.csv", "cannot be read as the run's metrics (could not convert string to float: 'abc')"
+
+
+def config_without_model(run):
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    del config["model"]
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    return run / "config.yaml", "is invalid: model.core"
+
+
+@pytest.mark.parametrize("script", ["compare", "plot"])
+@pytest.mark.parametrize("spoil", [invalid_json, sample_without_prime, seconds_not_a_number, config_without_model])
+def test_a_damaged_run_file_is_named_with_its_fix(script, spoil, runs, data_dir, run_script):
+    run = runs / "cerebral_lstm" / "seed0"
+    path, problem = spoil(run)
+    assert_refused(run_script(script, "--runs", runs, "--data", data_dir), f"{path} {problem}", "restore it from git")
+    assert not (runs / "REPORT.md").exists() and not (runs / "figures").exists()
+
+
+@pytest.mark.parametrize("script", ["compare", "plot"])
+def test_a_classifier_run_without_its_metrics_is_named(script, tmp_path, data_dir, run_script, capsys):
+    runs = tmp_path / "runs"
+    run = runs / "cerebral_lstm" / "seed0"
+    train(compose("task=digits", "model.state_size=8", "train.epochs=1", "device=cpu", f"out_dir={run}"))
+    capsys.readouterr()  # the training's own output
+    (run / "metrics.csv").unlink()
+    assert_refused(run_script(script, "--runs", runs, "--data", data_dir),
+                   f"{run / 'metrics.csv'} has no test accuracy and loss per epoch", "restore it from git")
+    assert not (runs / "REPORT.md").exists() and not (runs / "figures").exists()
+
+
+def test_generate_names_a_run_inside_a_folder_of_runs(tiny_runs, run_script):
+    assert_refused(run_script(generate, tiny_runs), f"{tiny_runs} holds runs, not one run",
+                   f"e.g. {tiny_runs / 'cerebral_lstm' / 'seed0'}")
+
+
+@pytest.mark.parametrize("spoil,problem", [
+    (lambda config: {"seed": 0}, "model.core: Missing key core"),
+    (lambda config: {**config, "model": {**config["model"], "core": "foo"}},
+     "model.core must be lstm or cerebral or cerebral_printed or novo, got 'foo'"),
+], ids=["only_a_seed", "an_unknown_core"])
+def test_an_invalid_saved_config_is_named_by_every_command_that_loads_it(spoil, problem, runs, tmp_path, run_script):
+    run = runs / "cerebral_lstm" / "seed0"
+    (run / "config.yaml").write_text(yaml.safe_dump(spoil(yaml.safe_load((run / "config.yaml").read_text()))))
+    late = tmp_path / "late"
+    for command in (("late_precision", "evaluate", run, "--out", late),
+                    ("late_precision", "continue", run, "--epochs", "1", "--out", late),
+                    (generate, run), (export, run, tmp_path / "model.onnx")):
+        assert_refused(run_script(*command), f"{run / 'config.yaml'} is invalid: {problem}", "restore it from git")
+    assert not late.exists() and not (tmp_path / "model.onnx").exists()
+
+
+def test_build_core_refuses_an_unknown_core():
+    with pytest.raises(ConfigError, match="model.core must be lstm or cerebral or cerebral_printed or novo, got 'foo'"):
+        build_core(OmegaConf.merge(compose().model, {"core": "foo"}), 4)

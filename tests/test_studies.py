@@ -167,6 +167,12 @@ def test_a_preset_runs_its_sweep_without_dash_m(data_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "single_lstm").iterdir()) == ["seed0", "seed1"]
 
 
+def test_the_debug_preset_runs_a_classification_task_too(tmp_path, recorded_steps):
+    """A task's shuffled pass keeps the preset's 3 steps an epoch."""
+    assert len(train(compose("task=digits", "debug=tiny", f"runs_dir={tmp_path}"))) == 2
+    assert len(recorded_steps) == 2 * 3
+
+
 def test_the_debug_preset_is_a_run_of_seconds_in_its_own_folder():
     cfg = compose("debug=tiny", "model=stacked_lstm")
     assert (cfg.model.state_size, cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.batch_size) == (16, 2, 3, 8)
