@@ -636,8 +636,21 @@ class CerebralLSTMCell(nn.Module):
             zeros = input.new_zeros(*input.shape[:-1], self.hidden_size)
             state = (zeros, (zeros, zeros))
         h, (c_upper, c_lower) = state
+        self._check_forward_args(input, (h, c_upper, c_lower))
         gates = F.linear(input, self.weight_ih, self.bias_ih) + F.linear(h, self.weight_hh, self.bias_hh)
         return cerebral_update(gates, c_upper, c_lower)
+
+    def _check_forward_args(self, input, tensors):
+        """nn.LSTMCell's checks: a state of another batch would broadcast silently."""
+        if input.dim() not in (1, 2):
+            raise ValueError(f"CerebralLSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if input.shape[-1] != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {input.shape[-1]} expected {self.input_size}")
+        expected = (*input.shape[:-1], self.hidden_size)
+        for name, t in zip(("h", "c_upper", "c_lower"), tensors, strict=True):
+            if t.shape != expected:
+                raise RuntimeError(f"CerebralLSTMCell: for input of shape {tuple(input.shape)}, {name} of shape "
+                                   f"{expected} expected, got {tuple(t.shape)}")
 
     def extra_repr(self):
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias}"

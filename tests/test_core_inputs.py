@@ -118,6 +118,24 @@ def test_the_cell_refuses_a_hidden_size_that_is_not_positive(hidden_size):
         CerebralLSTMCell(3, hidden_size)
 
 
+@pytest.mark.parametrize("shape,state,message", [
+    ((1, 2, 3), None, "Expected input to be 1D or 2D, got 3D instead"),
+    ((2, 5), None, "input has inconsistent input_size: got 5 expected 3"),
+    ((2, 3), [(1, 4), (2, 4), (2, 4)], "for input of shape (2, 3), h of shape (2, 4) expected, got (1, 4)"),
+    ((2, 3), [(2, 4), (2, 4), (1, 4)], "c_lower of shape (2, 4) expected, got (1, 4)"),
+    ((2, 3), [(2, 5), (2, 4), (2, 4)], "h of shape (2, 4) expected, got (2, 5)"),
+    ((3,), [(1, 4), (1, 4), (1, 4)], "for input of shape (3,), h of shape (4,) expected, got (1, 4)"),
+])
+def test_what_nn_lstm_cell_refuses_the_cell_refuses(shape, state, message):
+    """nn.LSTMCell refuses each case with the same kind of error (its state has one cell)."""
+    x, error = torch.randn(*shape), ValueError if len(shape) == 3 else RuntimeError
+    with pytest.raises(error):
+        nn.LSTMCell(3, 4)(x, state and (torch.randn(*state[0]), torch.randn(*state[2])))
+    cerebral_state = state and (torch.randn(*state[0]), (torch.randn(*state[1]), torch.randn(*state[2])))
+    with pytest.raises(error, match=re.escape(message)):
+        CerebralLSTMCell(3, 4)(x, cerebral_state)
+
+
 def test_under_autocast_the_state_dtype_may_differ_as_for_nn_lstm():
     core = CerebralLSTM(3, 4)
     x = torch.randn(5, 2, 3)
