@@ -376,7 +376,11 @@ class _GatedRecurrence(nn.Module):
             if dtype is not None and t.dtype != dtype:
                 raise RuntimeError(f"Expected {name} dtype {dtype}, the input's, got {t.dtype}")
 
-    def forward(self, input, state=None):
+    def forward(self, input, hx=None):
+        """(output, state) as nn.LSTM's forward returns them, for input (T, B, in), (B, T, in) with
+        batch_first, (T, in) unbatched, or a PackedSequence, and `hx` the initial state (zeros if
+        None) in the form the class docstring gives."""
+        state = hx
         packed, exporting = isinstance(input, PackedSequence), _is_exporting()
         if packed and exporting:
             raise ValueError(f"{type(self).__name__}: export takes padded input (T, B, in) with dynamic T and B, "
@@ -518,7 +522,8 @@ class CerebralLSTM(_GatedRecurrence):
     @torch.no_grad()
     def to_upstream(self):
         """The `cerebral-lstm` package's CerebralLSTM with this core's function (the package must be
-        installed). It takes time-major input only, so a batch_first core is refused."""
+        installed). It runs time-major input in one direction without projection, so a core with
+        batch_first, bidirectional or proj_size is refused."""
         import cerebral_lstm
 
         if self.batch_first or self.bidirectional or self.proj_size:
@@ -539,10 +544,11 @@ class CerebralLSTM(_GatedRecurrence):
         return module
 
     def as_lstm(self):
-        """The nn.LSTM of 2H cells with this core's function (docs/MODELS.md, M5): in each gate block
-        the upper path's cells then the lower's, the blocks reordered to nn.LSTM's i, f, g, o, and
-        as `weight_hr` the fixed projection [I I] (a constant), or [W_hr W_hr] with proj_size R.
-        Its cell state is ours with `stacked_state=True`. `to_lstm()` makes it."""
+        """(hidden_size, proj_size, parameters) of the nn.LSTM of 2H cells with this core's function
+        (docs/MODELS.md, M5): in each gate block the upper path's cells then the lower's, the blocks
+        reordered to nn.LSTM's i, f, g, o, and as `weight_hr` the fixed projection [I I] (a
+        constant), or [W_hr W_hr] with proj_size R. Its cell state is ours with `stacked_state=True`.
+        `to_lstm()` makes it (train it with `weight_hr` frozen to keep this function)."""
         weight, hidden = self.weight_ih_l0, self.hidden_size
         identity = torch.eye(hidden, device=weight.device, dtype=weight.dtype)
         parameters = {}
@@ -631,11 +637,16 @@ class CerebralLSTMCell(nn.Module):
             self.register_parameter(name, nn.Parameter(torch.empty(8 * hidden_size, **factory)) if bias else None)
         lstm_uniform_(self)
 
-    def forward(self, input, state=None):
-        if state is None:
+    def forward(self, input, hx=None):
+        """(h, (c_upper, c_lower)) after one step from input (B, in) or (in,) and `hx` of that form
+        (zeros if None), each (B, H) or (H,)."""
+        if hx is None:
             zeros = input.new_zeros(*input.shape[:-1], self.hidden_size)
-            state = (zeros, (zeros, zeros))
-        h, (c_upper, c_lower) = state
+            hx = (zeros, (zeros, zeros))
+        if not (isinstance(hx, (tuple, list)) and len(hx) == 2 and isinstance(hx[1], (tuple, list))
+                and len(hx[1]) == 2):
+            raise TypeError(f"CerebralLSTMCell: hx must be (h, (c_upper, c_lower)), got {_structure(hx)}")
+        h, (c_upper, c_lower) = hx
         self._check_forward_args(input, (h, c_upper, c_lower))
         gates = F.linear(input, self.weight_ih, self.bias_ih) + F.linear(h, self.weight_hh, self.bias_hh)
         return cerebral_update(gates, c_upper, c_lower)

@@ -18,7 +18,6 @@ torch.compile'd steps run as with aten. The AVX2 and AVX512 builds contract mult
 FMAs, a build without either does not: their bits differ.
 """
 
-import fcntl
 import functools
 import hashlib
 import logging
@@ -105,6 +104,8 @@ def kernel_ops():
     """`torch.ops.cerebral` with the step kernel's `gates_forward` and `gates_backward` and the
     sequence kernel's `layer_forward` and `layer_backward` registered, built or loaded from the
     cache; a KernelBuildError naming the cause if they cannot be built."""
+    import fcntl  # POSIX only, as the kernels' build is
+
     from torch.utils import cpp_extension
 
     compiler = os.environ.get("CXX", "c++")

@@ -143,3 +143,17 @@ def test_under_autocast_the_state_dtype_may_differ_as_for_nn_lstm():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         output, _ = core(x, state)
     assert output.shape == (5, 2, 4)
+
+
+def test_the_state_is_passed_by_nn_lstms_keyword_hx():
+    x = torch.randn(5, 2, 3)
+    core, cell = CerebralLSTM(3, 4), CerebralLSTMCell(3, 4)
+    state = core(x)[1]
+    assert torch.equal(core(x, hx=state)[0], core(x, state)[0])
+    step = (torch.randn(2, 4), (torch.randn(2, 4), torch.randn(2, 4)))
+    assert torch.equal(cell(x[0], hx=step)[0], cell(x[0], step)[0])
+
+
+def test_the_cell_names_its_state_form_for_nn_lstm_cells():
+    with pytest.raises(TypeError, match=r"hx must be \(h, \(c_upper, c_lower\)\), got \(Tensor, Tensor\)"):
+        CerebralLSTMCell(3, 4)(torch.randn(2, 3), (torch.randn(2, 4), torch.randn(2, 8)))
