@@ -498,17 +498,17 @@ class CerebralLSTM(_GatedRecurrence):
 
     @classmethod
     @torch.no_grad()
-    def from_upstream(cls, module):
+    def from_upstream(cls, module, *, stacked_state=False):
         """Our CerebralLSTM with the function of the `cerebral-lstm` package's (1.1.1) CerebralLSTM:
         its W_<path><gate> ([h, x] rows by H columns) split into weight_hh and weight_ih, its
-        biases as bias_ih (bias_hh zero). Time-major, as the package is."""
+        biases as bias_ih (bias_hh zero). Time-major, as the package is; `stacked_state` as ours."""
         if cls.step is not CerebralLSTM.step:
             raise ValueError(f"{cls.__name__}.from_upstream: its cell is not the package's; use CerebralLSTM")
         cells = list(module.layers)
         first = cells[0]
         core = cls(first.input_size, first.hidden_size, len(cells), bias=True,
                    dropout=module.dropout.p if module.dropout is not None else 0.0,
-                   device=first.W_uf.device, dtype=first.W_uf.dtype)
+                   device=first.W_uf.device, dtype=first.W_uf.dtype, stacked_state=stacked_state)
         hidden = first.hidden_size
         for k, cell in enumerate(cells):
             blocks = [getattr(cell, f"W_{path}{gate}") for gate in _UPSTREAM_GATES for path in "ul"]
@@ -561,11 +561,11 @@ class CerebralLSTM(_GatedRecurrence):
 
     @classmethod
     @torch.no_grad()
-    def from_lstm(cls, lstm):
+    def from_lstm(cls, lstm, *, stacked_state=False):
         """The CerebralLSTM with `lstm`'s function, where `lstm` is one `to_lstm` can give: 2H
         cells and in every layer a projection of two equal halves, each the identity (R = H, our
-        proj_size 0) or a matrix W of R < H rows (our weight_hr). ValueError naming the cause
-        for any other."""
+        proj_size 0) or a matrix W of R < H rows (our weight_hr); `stacked_state` as ours (True:
+        the state in `lstm`'s form). ValueError naming the cause for any other."""
         def refuse(problem):
             return ValueError(f"{cls.__name__}.from_lstm: {problem}; only an nn.LSTM of 2H cells whose weight_hr is "
                               "[I I] or [W W] (W with fewer than H rows) is a Cerebral LSTM (CerebralLSTM.to_lstm)")
@@ -589,7 +589,7 @@ class CerebralLSTM(_GatedRecurrence):
         weight = lstm.weight_ih_l0
         core = cls(lstm.input_size, hidden, lstm.num_layers, lstm.bias, lstm.batch_first, lstm.dropout,
                    lstm.bidirectional, lstm.proj_size if lstm.proj_size < hidden else 0,
-                   device=weight.device, dtype=weight.dtype)
+                   device=weight.device, dtype=weight.dtype, stacked_state=stacked_state)
         for name, p in core.named_parameters():
             p.copy_(halves[name][0] if name.startswith("weight_hr") else _swap_g_and_o(getattr(lstm, name)))
         return core

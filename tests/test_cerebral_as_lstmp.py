@@ -76,6 +76,13 @@ def test_from_lstm_takes_back_what_to_lstm_gives(layers, bidirectional, proj_siz
         assert name == other and torch.equal(a, b), name
 
 
+def test_from_lstm_gives_the_state_in_the_lstms_form_when_asked():
+    lstm = CerebralLSTM(FEATURES, HIDDEN, stacked_state=True).to_lstm()
+    back = CerebralLSTM.from_lstm(lstm, stacked_state=True)
+    _, (h, c) = back(torch.randn(5, 2, FEATURES))
+    assert back.extra_repr().endswith("stacked_state=True") and c.shape == (1, 2, 2 * HIDDEN)
+
+
 def test_the_printed_cell_is_no_lstm_and_refuses_both_ways():
     with pytest.raises(ValueError, match="CerebralLSTMPrinted cannot run as nn.LSTM"):
         CerebralLSTMPrinted(FEATURES, HIDDEN).to_lstm()

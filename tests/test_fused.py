@@ -108,6 +108,8 @@ def test_same_outputs_as_the_upstream_package_with_its_weights():
     back = ours.to_upstream()  # and back: the same parameters, bit for bit
     for (name, a), b in zip(theirs.named_parameters(), back.parameters(), strict=True):
         assert torch.equal(a, b), name
+    stacked = CerebralLSTM.from_upstream(theirs, stacked_state=True)(x)[1][1]
+    assert torch.equal(stacked, torch.cat([c_upper, c_lower], dim=-1))
 
 
 def test_to_upstream_refuses_what_the_package_cannot_take():
