@@ -130,6 +130,13 @@ class Checks:
 
 def check_config(cfg):
     """Raise ConfigError listing every invalid value in `cfg`."""
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def config_problems(cfg):
+    """Every invalid value in `cfg`, one phrase each ([] if none)."""
     checks = Checks(cfg)
     need, problems = checks.need, checks.problems
 
@@ -190,8 +197,7 @@ def check_config(cfg):
     if cfg.device == "cuda" and not torch.cuda.is_available():
         problems.append("device=cuda, but PyTorch sees no CUDA device; use device=auto or device=cpu")
     need(isinstance(cfg.out_dir, str) and cfg.out_dir != "", "out_dir", "a folder path", "results/runs/my_run")
-    if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return problems
 
 
 # Keys added after runs were first saved, with the value that keeps the old behaviour: a saved

@@ -179,7 +179,7 @@ class _GatedRecurrence(nn.Module):
         if dropout > 0 and num_layers == 1:
             warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
                           f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}",
-                          stacklevel=2)
+                          stacklevel=1)  # here, as nn.LSTM's is in rnn.py: subclasses and converters call it too
         if not (isinstance(proj_size, int) and 0 <= proj_size < hidden_size):
             raise ValueError(f"proj_size must be 0 (no projection) or a positive integer smaller than hidden_size "
                              f"({hidden_size}), got {proj_size!r}")
@@ -358,7 +358,8 @@ class _GatedRecurrence(nn.Module):
         each cell state (L*D, B, H), or (L*D, B, 2H) stacked, without B where batch is None
         (unbatched input); and of `dtype` unless it is None."""
         h, c = state if isinstance(state, (tuple, list)) and len(state) == 2 else (None, None)
-        cells = tuple(c) if isinstance(c, (tuple, list)) and len(c) == self.num_cells > 1 else (c,)
+        nested = self.num_cells > 1 and isinstance(c, (tuple, list)) and len(c) == self.num_cells
+        cells = tuple(c) if nested else (c,)  # else one tensor: every cell state side by side
         tensors = (h, *cells)
         if not all(isinstance(t, torch.Tensor) for t in tensors):
             form = "(h, c)" if self.num_cells == 1 else "(h, (c_upper, c_lower)) or (h, c) with c the two side by side"
@@ -367,8 +368,9 @@ class _GatedRecurrence(nn.Module):
             kind = "unbatched 2-D input, hx and cx should also be 2-D" if batch is None \
                 else "batched 3-D input, hx and cx should also be 3-D"
             raise RuntimeError(f"For {kind} but got ({', '.join(f'{t.dim()}-D' for t in tensors)}) tensors")
-        names = ["hidden[0]"] + (["hidden[1]"] if len(cells) == 1 else [f"hidden[1][{i}]" for i in range(len(cells))])
-        widths = [self.proj_size or self.hidden_size] + [self.num_cells * self.hidden_size // len(cells)] * len(cells)
+        names = ["hidden[0]"] + ([f"hidden[1][{i}]" for i in range(len(cells))] if nested else ["hidden[1]"])
+        cell_width = self.hidden_size if nested else self.num_cells * self.hidden_size
+        widths = [self.proj_size or self.hidden_size] + [cell_width] * len(cells)
         for name, t, width in zip(names, tensors, widths, strict=True):
             expected = (self.num_layers * self.num_directions, *([] if batch is None else [batch]), width)
             if t.shape != expected:
@@ -644,14 +646,14 @@ class CerebralLSTMCell(nn.Module):
             zeros = input.new_zeros(*input.shape[:-1], self.hidden_size)
             hx = (zeros, (zeros, zeros))
         if not (isinstance(hx, (tuple, list)) and len(hx) == 2 and isinstance(hx[1], (tuple, list))
-                and len(hx[1]) == 2):
-            raise TypeError(f"CerebralLSTMCell: hx must be (h, (c_upper, c_lower)), got {_structure(hx)}")
+                and len(hx[1]) == 2 and all(isinstance(t, torch.Tensor) for t in (hx[0], *hx[1]))):
+            raise TypeError(f"CerebralLSTMCell: hx must be (h, (c_upper, c_lower)) of tensors, got {_structure(hx)}")
         h, (c_upper, c_lower) = hx
-        self._check_forward_args(input, (h, c_upper, c_lower))
+        self._check_step_args(input, (h, c_upper, c_lower))
         gates = F.linear(input, self.weight_ih, self.bias_ih) + F.linear(h, self.weight_hh, self.bias_hh)
         return cerebral_update(gates, c_upper, c_lower)
 
-    def _check_forward_args(self, input, tensors):
+    def _check_step_args(self, input, tensors):
         """nn.LSTMCell's checks: a state of another batch would broadcast silently."""
         if input.dim() not in (1, 2):
             raise ValueError(f"CerebralLSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead")

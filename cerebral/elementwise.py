@@ -18,6 +18,7 @@ torch.compile'd steps run as with aten. The AVX2 and AVX512 builds contract mult
 FMAs, a build without either does not: their bits differ.
 """
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -99,13 +100,32 @@ def kernel_build():
     return flags, root / f"cerebral_gates_{capability.lower()}_{digest}"
 
 
+@contextlib.contextmanager
+def build_lock(build_dir):
+    """Held while this process loads the kernels from `build_dir`: an flock, which the OS lets go of
+    when its process dies. cpp_extension's own lock is a file that a process killed inside its load
+    leaves behind, on which every later load would wait forever; under the flock no process of ours
+    is loading, so such a file is a leftover and goes. Without flock (no fcntl, or a file system that
+    refuses it) loads go on as cpp_extension's alone."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    with open(build_dir / "cerebral.flock", "w") as guard:
+        try:
+            locked = fcntl is not None and fcntl.flock(guard, fcntl.LOCK_EX) is None
+        except OSError:
+            locked = False
+        if locked:
+            (build_dir / "lock").unlink(missing_ok=True)
+        yield
+
+
 @functools.cache
 def kernel_ops():
     """`torch.ops.cerebral` with the step kernel's `gates_forward` and `gates_backward` and the
     sequence kernel's `layer_forward` and `layer_backward` registered, built or loaded from the
     cache; a KernelBuildError naming the cause if they cannot be built."""
-    import fcntl  # POSIX only, as the kernels' build is
-
     from torch.utils import cpp_extension
 
     compiler = os.environ.get("CXX", "c++")
@@ -118,11 +138,7 @@ def kernel_ops():
     logger.setLevel(logging.ERROR)  # its compiler-compatibility banner is not our one line
     try:
         build_dir.mkdir(parents=True, exist_ok=True)
-        with open(build_dir / "cerebral.flock", "w") as guard:
-            fcntl.flock(guard, fcntl.LOCK_EX)  # the OS lets go of it when its process dies
-            # cpp_extension's own lock is a file that a process killed inside load() leaves behind, on
-            # which every later load would wait forever; holding the flock, no process of ours is there
-            (build_dir / "lock").unlink(missing_ok=True)
+        with build_lock(build_dir):
             cpp_extension.load(name=build_dir.name, sources=[str(path) for path in SOURCES],
                                build_directory=str(build_dir), extra_cflags=flags, extra_ldflags=["-fopenmp"],
                                is_python_module=False)

@@ -37,7 +37,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cerebral.atomic import atomic_path, nearest_existing, write_text_atomic
-from cerebral.config import RESUMABLE_KEYS, check_config, complete, config_differences
+from cerebral.config import RESUMABLE_KEYS, check_config, complete, config_differences, config_problems
 from cerebral.data import sha256
 from cerebral.elementwise import resolve_elementwise
 from cerebral.errors import CheckpointError, ConfigError
@@ -114,19 +114,19 @@ def saved_config(run_dir):
 
 def check_saved_config(run_dir, saved):
     """The run's saved config (a dict) completed with keys added since it was saved
-    (`config.complete`); ConfigError naming the file where a key is missing or a value invalid
-    (`config.check_config`, for the CPU it is read on, whatever device trained it)."""
+    (`config.complete`); ConfigError naming the file where a value the checks read is missing or
+    invalid (`config.config_problems`, for the CPU it is read on, whatever device trained it)."""
     try:
         cfg = complete(saved)
-        check_config(OmegaConf.merge(cfg, {"device": "cpu"}))
-        return cfg
+        problems = config_problems(OmegaConf.merge(cfg, {"device": "cpu"}))
     except OmegaConfBaseException as e:  # a key missing, or a section that is no mapping
-        problem = f"{e.full_key}: {str(e).splitlines()[0]}"
-    except ConfigError as e:  # check_config's list of problems, one per line
-        problem = "; ".join(line.strip() for line in str(e).removeprefix("invalid configuration:").splitlines()
-                            if line.strip())
-    raise ConfigError(f"{Path(run_dir) / CONFIG} is invalid: {problem}: restore it from git, or delete {run_dir} "
-                      "to train the run again")
+        problems = [f"{e.full_key}: {str(e).splitlines()[0]}"]
+    except ConfigError as e:  # a check that stops at its first problem (a task's data package)
+        problems = [str(e)]
+    if problems:
+        raise ConfigError(f"{Path(run_dir) / CONFIG} is invalid: {'; '.join(problems)}: restore it from git, or "
+                          f"delete {run_dir} to train the run again")
+    return cfg
 
 
 def settle_kernels(cfg):

@@ -25,7 +25,14 @@ from cerebral.errors import USER_ERRORS
 from cerebral.generate import generate_for_run
 from cerebral.models import build_model, resolve_backend
 from cerebral.precision import speed_warning
-from cerebral.steps import device_name, keep_freed_memory, make_optimizer, resolve_device, timed_train_step
+from cerebral.steps import (
+    BatchSampler,
+    device_name,
+    keep_freed_memory,
+    make_optimizer,
+    resolve_device,
+    timed_train_step,
+)
 from cerebral.tasks import char_lm_loss
 from cerebral.train import train
 
@@ -81,7 +88,7 @@ def main(argv=None):
     print(f"{'model':<15}{'epochs':>8}{'done':>6}{'steps/epoch':>13}{'s/step':>8}{'estimate':>11}  out_dir")
     total = 0.0
     for cfg, epochs_done in zip(configs, done, strict=True):
-        steps = cfg.train.steps_per_epoch or len(data.inputs) // cfg.train.batch_size
+        steps = BatchSampler(len(data.inputs), cfg.train, cfg.seed).steps
         remaining = max(cfg.train.epochs - epochs_done, 0) * steps
         per_step = seconds_per_step(cfg, data.vocab_size, data.inputs.shape[1]) if remaining else 0.0
         total += remaining * per_step

@@ -67,13 +67,24 @@ def test_an_override_hydra_cannot_apply_is_refused_in_one_line(override, problem
     ("model.state_size=1.5", "model.state_size"), ("model.state_size=-3", "model.state_size"),
     ("model.core=gru", "model.core"), ("train.epochs=0", "train.epochs"),
     ("device=tpu", "device"), ("model.init=he", "model.init"), ("model.dropout=1.5", "model.dropout"),
-    ("train.steps_per_epoch=0", "train.steps_per_epoch"), ("model.post_bias=true", "model.post_bias"),
+    ("train.steps_per_epoch=0", "train.steps_per_epoch"), ("train.steps_per_epoch=1.5", "train.steps_per_epoch"),
+    ("model.post_bias=true", "model.post_bias"),
     ("optim.lr=inf", "optim.lr"), ("optim.initial_accumulator_value=inf", "optim.initial_accumulator_value"),
     ("model.dropout=-inf", "model.dropout"),
 ])
 def test_invalid_values_are_refused_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=f"{key} must be"):
         check_config(compose(override))
+
+
+@pytest.mark.parametrize("steps,refused", [("0", True), ("1.5", True), ("3", False), ("null", False)])
+def test_a_shuffled_pass_takes_null_or_a_positive_cap_on_its_steps(steps, refused):
+    cfg = compose("train=pass", f"train.steps_per_epoch={steps}")
+    if refused:
+        with pytest.raises(ConfigError, match="train.steps_per_epoch must be null .the whole pass. or a positive"):
+            check_config(cfg)
+    else:
+        check_config(cfg)
 
 
 def test_every_problem_is_listed_at_once():

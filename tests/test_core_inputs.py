@@ -154,6 +154,23 @@ def test_the_state_is_passed_by_nn_lstms_keyword_hx():
     assert torch.equal(cell(x[0], hx=step)[0], cell(x[0], step)[0])
 
 
-def test_the_cell_names_its_state_form_for_nn_lstm_cells():
-    with pytest.raises(TypeError, match=r"hx must be \(h, \(c_upper, c_lower\)\), got \(Tensor, Tensor\)"):
-        CerebralLSTMCell(3, 4)(torch.randn(2, 3), (torch.randn(2, 4), torch.randn(2, 8)))
+@pytest.mark.parametrize("hx,got", [((torch.randn(2, 4), torch.randn(2, 8)), "(Tensor, Tensor)"),
+                                     ((None, (torch.randn(2, 4),) * 2), "(NoneType, (Tensor, Tensor))")])
+def test_the_cell_names_its_state_form(hx, got):
+    with pytest.raises(TypeError, match=re.escape(f"hx must be (h, (c_upper, c_lower)) of tensors, got {got}")):
+        CerebralLSTMCell(3, 4)(torch.randn(2, 3), hx)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(bidirectional=True, proj_size=2, num_layers=2)])
+@pytest.mark.parametrize("unbatched", [False, True])
+@pytest.mark.parametrize("stacked", [False, True])
+def test_every_state_form_it_returns_is_taken_back_as_tuple_or_list(options, unbatched, stacked):
+    """The checks refuse no state the core itself gives, nor its lists in place of tuples."""
+    core = CerebralLSTM(3, 4, stacked_state=stacked, **options)
+    x = torch.randn(5, 3) if unbatched else torch.randn(5, 2, 3)
+    state = core(x)[1]
+    as_lists = [state[0], list(state[1]) if isinstance(state[1], tuple) else state[1]]
+    width = (2 if options.get("bidirectional") else 1) * (options.get("proj_size") or 4)  # nn.LSTM's output
+    for given in (state, as_lists):
+        output, _ = core(x, given)
+        assert output.shape == (*x.shape[:-1], width)
