@@ -382,14 +382,13 @@ class _GatedRecurrence(nn.Module):
         """(output, state) as nn.LSTM's forward returns them, for input (T, B, in), (B, T, in) with
         batch_first, (T, in) unbatched, or a PackedSequence, and `hx` the initial state (zeros if
         None) in the form the class docstring gives."""
-        state = hx
         packed, exporting = isinstance(input, PackedSequence), _is_exporting()
         if packed and exporting:
             raise ValueError(f"{type(self).__name__}: export takes padded input (T, B, in) with dynamic T and B, "
                              "not a PackedSequence")
-        self._check_forward_args(input, state)
+        self._check_forward_args(input, hx)
         if self.backend == "lstm":
-            return self._forward_as_lstm(input, state)
+            return self._forward_as_lstm(input, hx)
         if packed:  # rows already in the layout the layers run on
             x, batch_sizes, batched = input.data, tuple(input.batch_sizes.tolist()), True
             batch = batch_sizes[0]
@@ -403,11 +402,11 @@ class _GatedRecurrence(nn.Module):
                 input = input.transpose(0, 1)
             steps, batch = input.shape[:2]
             x, batch_sizes = (input, None) if exporting else (input.flatten(0, 1), (batch,) * steps)
-        if state is None:
+        if hx is None:
             h0 = x.new_zeros(self.num_layers * self.num_directions, batch, self.proj_size or self.hidden_size)
             cells0 = (x.new_zeros(self.num_layers * self.num_directions, batch, self.hidden_size),) * self.num_cells
         else:
-            h0, cells0 = self._unpack_state(state)
+            h0, cells0 = self._unpack_state(hx)
             if not batched:
                 h0, cells0 = h0.unsqueeze(1), tuple(c.unsqueeze(1) for c in cells0)
             if packed and input.sorted_indices is not None:  # the caller's order -> longest first

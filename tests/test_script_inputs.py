@@ -146,15 +146,20 @@ def test_late_precision_refuses_outputs_it_could_not_write_before_any_work(tiny_
     assert taken.read_text() == "" and sorted(p.name for p in out.iterdir()) == ["bf16"]
 
 
-def test_a_run_without_its_config_is_named_by_every_command_that_loads_it(runs, tmp_path, run_script):
-    run = runs / "cerebral_lstm" / "seed0"
-    (run / "config.yaml").unlink()
+def assert_every_loader_refuses(run, tmp_path, run_script, message):
+    """Every command that loads a trained run refuses `run` in one line with `message`, writing nothing."""
     late = tmp_path / "late"
     for command in (("late_precision", "evaluate", run, "--out", late),
                     ("late_precision", "continue", run, "--epochs", "1", "--out", late),
                     (generate, run), (export, run, tmp_path / "model.onnx")):
-        assert_refused(run_script(*command), f"{run / 'config.yaml'} does not exist", "restore it from git")
+        assert_refused(run_script(*command), message, "restore it from git")
     assert not late.exists() and not (tmp_path / "model.onnx").exists()
+
+
+def test_a_run_without_its_config_is_named_by_every_command_that_loads_it(runs, tmp_path, run_script):
+    run = runs / "cerebral_lstm" / "seed0"
+    (run / "config.yaml").unlink()
+    assert_every_loader_refuses(run, tmp_path, run_script, f"{run / 'config.yaml'} does not exist")
 
 
 def test_a_classifier_run_is_refused_by_the_character_model_commands(tmp_path, run_script, capsys):
@@ -315,12 +320,7 @@ def test_generate_names_a_run_inside_a_folder_of_runs(tiny_runs, run_script):
 def test_an_invalid_saved_config_is_named_by_every_command_that_loads_it(spoil, problem, runs, tmp_path, run_script):
     run = runs / "cerebral_lstm" / "seed0"
     (run / "config.yaml").write_text(yaml.safe_dump(spoil(yaml.safe_load((run / "config.yaml").read_text()))))
-    late = tmp_path / "late"
-    for command in (("late_precision", "evaluate", run, "--out", late),
-                    ("late_precision", "continue", run, "--epochs", "1", "--out", late),
-                    (generate, run), (export, run, tmp_path / "model.onnx")):
-        assert_refused(run_script(*command), f"{run / 'config.yaml'} is invalid: {problem}", "restore it from git")
-    assert not late.exists() and not (tmp_path / "model.onnx").exists()
+    assert_every_loader_refuses(run, tmp_path, run_script, f"{run / 'config.yaml'} is invalid: {problem}")
 
 
 def test_build_core_refuses_an_unknown_core():
