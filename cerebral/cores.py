@@ -412,7 +412,10 @@ class _GatedRecurrence(nn.Module):
             if packed and input.sorted_indices is not None:  # the caller's order -> longest first
                 h0, cells0 = _select(h0, input.sorted_indices), tuple(_select(c, input.sorted_indices) for c in cells0)
         if batch == 0:  # no sequence to run: an empty output and the initial state, as nn.LSTM returns
-            output = x.new_zeros(steps, 0, self.num_directions * (self.proj_size or self.hidden_size))
+            # them: in the graph of the input and every weight, which backpropagate zeros
+            zero = sum(t.flatten()[:0].sum() for t in (x, *self.parameters()))
+            h0, cells0 = h0 + zero, tuple(c + zero for c in cells0)
+            output = x.new_zeros(steps, 0, self.num_directions * (self.proj_size or self.hidden_size)) + zero
             return (output.transpose(0, 1) if self.batch_first else output), self._pack_state(h0, cells0)
 
         layer_input, h_n, cells_n = x, [], []

@@ -110,16 +110,24 @@ def load_run(path, model, seed):
     return run
 
 
+RUN_LOSSES = f"*/seed*/{rundir.LOSSES}"  # a runs folder: <model>/seed<k>/loss.txt
+
+
 def find_runs(runs_dir):
     """model -> its runs under `runs_dir` (`<model>/seed<k>/loss.txt`, non-empty), by seed; the
     paper's three models first, then the others by name."""
     found = {}
-    for loss_file in sorted(Path(runs_dir).glob("*/seed*/loss.txt")):
+    for loss_file in sorted(Path(runs_dir).glob(RUN_LOSSES)):
         model, seed = loss_file.parent.parent.name, loss_file.parent.name.removeprefix("seed")
         if seed.isdigit() and loss_file.stat().st_size > 0:
             found.setdefault(model, []).append(load_run(loss_file.parent, model, int(seed)))
     order = [m for m in MODELS if m in found] + sorted(m for m in found if m not in MODELS)
     return {m: sorted(found[m], key=lambda r: r.seed) for m in order}
+
+
+def sweep_folders(root):
+    """The runs folders of a validation sweep under `root`, one per learning rate: lr<lr>/."""
+    return sorted(folder for folder in Path(root).glob("lr*") if folder.is_dir())
 
 
 def seeds_of(runs):
@@ -217,7 +225,7 @@ def load_comparison(runs_dir, data_dir, need_runs=None):
     if need_runs is None:
         need_runs = Path(runs_dir) != DEFAULT_RUNS
     if need_runs and not runs:
-        if any(Path(runs_dir).glob("lr*/*/seed*/loss.txt")):
+        if any(any(folder.glob(RUN_LOSSES)) for folder in sweep_folders(runs_dir)):
             sys.exit(f"error: no runs found under {runs_dir}, but a validation sweep (lr<lr>/MODEL/seedN/): use "
                      f"scripts/compare.py --runs {runs_dir} --validation EPOCHS, e.g. --validation 10,20,30")
         sys.exit(f"error: no runs found under {runs_dir}: a runs folder holds MODEL/seedN/loss.txt, "

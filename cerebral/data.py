@@ -15,6 +15,7 @@ import pickle
 import shutil
 import sys
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +127,19 @@ def _fetch_one(upstream_path, target, expected, mirror, base_url, origin):
         check_pinned(tmp, upstream_path, source, expected, origin)
 
 
+@contextmanager
+def no_empty_folders_left(folder):
+    """Where the block fails before a file lands under `folder`, remove the folders it made for it
+    (`folder` and its new parents), so that a failed fetch leaves the disk as it found it."""
+    new = [p for p in (Path(folder), *Path(folder).parents) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        if new and new[-1].is_dir() and not any(p.is_file() for p in new[-1].rglob("*")):
+            shutil.rmtree(new[-1])
+        raise
+
+
 def fetch(data_dir=DEFAULT_DIR, mirror=None, base_url=None, log=print, files=FILES, origin=SIMPSONS):
     """Fetch every pinned file of `files` (upstream path -> (local path, SHA-256)) into `data_dir`
     from `origin`; files already present and verified are kept."""
@@ -134,12 +148,13 @@ def fetch(data_dir=DEFAULT_DIR, mirror=None, base_url=None, log=print, files=FIL
     data_dir = Path(data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise DataError(f"the data folder {data_dir} is a file; give another folder (data.dir=PATH, or --data PATH)")
-    for upstream_path, (local, expected) in files.items():
-        target = data_dir / local
-        if is_pinned(target, expected):
-            continue
-        _fetch_one(upstream_path, target, expected, mirror, base_url, origin)
-        log(f"fetched {target} (sha256 {expected[:12]}...)")
+    with no_empty_folders_left(data_dir):
+        for upstream_path, (local, expected) in files.items():
+            target = data_dir / local
+            if is_pinned(target, expected):
+                continue
+            _fetch_one(upstream_path, target, expected, mirror, base_url, origin)
+            log(f"fetched {target} (sha256 {expected[:12]}...)")
     return data_dir
 
 

@@ -22,7 +22,17 @@ from cerebral import claims
 from cerebral import data as chardata
 from cerebral.atomic import write_text_atomic
 from cerebral.config import complete
-from cerebral.curves import band, find_runs, label, load_comparison, make_output_folder, mean_curve, run_task, seeds_of
+from cerebral.curves import (
+    band,
+    find_runs,
+    label,
+    load_comparison,
+    make_output_folder,
+    mean_curve,
+    run_task,
+    seeds_of,
+    sweep_folders,
+)
 from cerebral.errors import ConfigError
 from cerebral.models import build_model, parameter_count
 from cerebral.plots import FIGURES
@@ -408,7 +418,7 @@ def validation_sweep(root):
     <root>/lr<lr>/<model>/seed<k>/, every run trained with data.validation=true. ConfigError for a run
     that held out no validation split, or a folder whose runs do not share one learning rate."""
     sweep = {}
-    for folder in sorted(Path(root).glob("lr*")):
+    for folder in sweep_folders(root):
         runs = find_runs(folder)
         rates = {run.config.get("optim", {}).get("lr") for model_runs in runs.values() for run in model_runs}
         if len(rates) > 1:
@@ -445,9 +455,10 @@ def validation_choice(sweep, grid):
             "chosen": {"epochs": -epochs, "lr": -lr, "mean_val_accuracy": best}}
 
 
-def validation_report(root, grid):
-    """VALIDATION.md of a validation sweep under `root` (`scripts/compare.py --runs ROOT --validation
-    EPOCHS`): the table of validation accuracies, the rule, the choice and the commands that ran."""
+def validation_report(root, grid, out_dir=None):
+    """VALIDATION.md of a validation sweep under `root`, written into `out_dir` (default: `root`)
+    (`scripts/compare.py --runs ROOT --validation EPOCHS [--out DIR]`): the table of validation
+    accuracies, the rule, the choice and the commands that ran."""
     sweep = validation_sweep(root)
     if not sweep:
         raise ConfigError(f"no validation runs under {root}: it holds lr<lr>/<model>/seed<k>/ runs folders")
@@ -465,7 +476,7 @@ def validation_report(root, grid):
     commands = sorted({(run.session.get("command") or "-") for run in runs})
     text = "\n\n".join([
         f"# Validation: task={task}, the number of epochs and the learning rate of every core",
-        generated(f"{root} --validation {','.join(map(str, grid))}"),
+        generated(f"{root} --validation {','.join(map(str, grid))}" + (f" --out {out_dir}" if out_dir else "")),
         f"Each run trains on 90% of the training set and scores the other 10% (`data.validation=true`: a "
         f"stratified split drawn with seed 0); the test set is not read. Seeds: {', '.join(map(str, seeds))}; "
         f"cores: {', '.join(result['cores'])}. Cell: the validation accuracy after that many epochs (mean over "
@@ -478,7 +489,7 @@ def validation_report(root, grid):
         f"Chosen: `train.epochs={chosen['epochs']}`, `optim.lr={chosen['lr']}` (mean validation accuracy over the "
         f"cores {chosen['mean_val_accuracy']:.2%}), for every core in `conf/task/{task}.yaml`.",
         "The runs (each run.json's command):\n\n```\n" + "\n".join(commands) + "\n```"]) + "\n"
-    write_text_atomic(Path(root) / VALIDATION, text)
+    write_text_atomic(Path(out_dir or root) / VALIDATION, text)
     return result
 
 

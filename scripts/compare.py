@@ -5,13 +5,14 @@ REPORT.md and report.json (`cerebral/report.py`) into the output folder: `result
 default `results/runs`, else the runs folder itself.
 
 With --validation EPOCHS (e.g. 10,20,30): RUNS is a validation sweep of a classification task,
-RUNS/lr<lr>/<model>/seed<k>/ trained with data.validation=true; writes RUNS/VALIDATION.md with the
-validation accuracies and the number of epochs (of EPOCHS) and learning rate they choose.
+RUNS/lr<lr>/<model>/seed<k>/ trained with data.validation=true; writes VALIDATION.md (into --out,
+default RUNS) with the validation accuracies and the number of epochs (of EPOCHS) and learning rate
+they choose.
 """
 
 import sys
 
-from cerebral.curves import comparison_parser, default_out_dir
+from cerebral.curves import comparison_parser, default_out_dir, make_output_folder
 from cerebral.errors import ConfigError
 from cerebral.report import VALIDATION, validation_report, write_report
 
@@ -28,15 +29,17 @@ def epoch_counts(text):
 def main(argv=None):
     parser = comparison_parser(__doc__.splitlines()[0])
     parser.add_argument("--validation", metavar="EPOCHS", type=epoch_counts, help="comma-separated numbers of epochs "
-                        "to choose among: RUNS is a validation sweep, lr<lr>/<model>/seed<k>/; writes RUNS/VALIDATION.md")
+                        "to choose among: RUNS is a validation sweep, lr<lr>/<model>/seed<k>/; writes VALIDATION.md into "
+                        "--out (default RUNS)")
     args = parser.parse_args(argv)
     if args.validation:
+        out_dir = make_output_folder(args.out) if args.out else args.runs
         try:
-            chosen = validation_report(args.runs, args.validation)["chosen"]
+            chosen = validation_report(args.runs, args.validation, args.out)["chosen"]
         except (ValueError, ConfigError) as e:
             sys.exit(f"error: {e}")
         print(f"train.epochs={chosen['epochs']} optim.lr={chosen['lr']} (mean validation accuracy "
-              f"{chosen['mean_val_accuracy']:.2%}): {args.runs / VALIDATION}")
+              f"{chosen['mean_val_accuracy']:.2%}): {out_dir / VALIDATION}")
         return
     out_dir = args.out or default_out_dir(args.runs)
     print(write_report(args.runs, out_dir, args.data))

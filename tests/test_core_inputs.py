@@ -97,6 +97,16 @@ def test_an_empty_batch_gives_nn_lstm_shapes(cls, options, elementwise):
     assert output.shape == expected.shape and state[0].shape == h_ref.shape
 
 
+@pytest.mark.parametrize("cls", [CerebralLSTM, PostBiasLSTM, NovoLSTM])
+def test_an_empty_batch_backpropagates_zeros_as_nn_lstm_does(cls):
+    for core in (nn.LSTM(3, 4, num_layers=2), cls(3, 4, num_layers=2)):
+        x = torch.randn(5, 0, 3, requires_grad=True)
+        output, (h, c) = core(x)
+        sum(t.sum() for t in (output, h, *(c if isinstance(c, tuple) else (c,)))).backward()
+        assert x.grad.shape == x.shape
+        assert all(p.grad is not None and not p.grad.any() for p in core.parameters()), type(core).__name__
+
+
 def test_an_empty_batch_returns_the_stacked_state_when_asked():
     output, (h, c) = CerebralLSTM(3, 4, stacked_state=True)(torch.randn(5, 0, 3))
     assert output.shape == (5, 0, 4) and h.shape == (1, 0, 4) and c.shape == (1, 0, 8)

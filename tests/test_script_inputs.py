@@ -251,6 +251,14 @@ def test_compare_refuses_validation_epochs_that_are_not_positive_counts(epochs, 
     assert load_script("compare").epoch_counts("10,20,10") == [10, 20]
 
 
+def test_compare_validation_writes_into_out(sweep, tmp_path, capsys):
+    out = tmp_path / "elsewhere" / "validation"
+    load_script("compare").main(["--runs", str(sweep), "--validation", "10,20", "--out", str(out)])
+    assert not (sweep / "VALIDATION.md").exists()
+    assert f"--runs {sweep} --validation 10,20 --out {out}`" in (out / "VALIDATION.md").read_text()
+    assert capsys.readouterr().out.endswith(f"{out / 'VALIDATION.md'}\n")
+
+
 @pytest.mark.parametrize("script", ["compare", "plot"])
 def test_validation_runs_are_pointed_to_their_sweep(script, sweep, data_dir, run_script):
     lr_folder = sweep / "lr0.001"

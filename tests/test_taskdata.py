@@ -142,8 +142,7 @@ def test_a_file_that_is_not_the_pinned_one_is_refused_in_one_line(name, source, 
     file, expected = next(iter(taskdata.DOWNLOADS[name].sha256.items()))
     assert message.startswith(f"{file} from ") and "is not the pinned file" in message and "\n" not in message
     assert expected in message and MIRROR in message and URL in message
-    folder = tmp_path / "data" / taskdata.DOWNLOADS[name].folder
-    assert not folder.exists() or list(folder.iterdir()) == []
+    assert not (tmp_path / "data").exists()  # nor the folders made for the files
 
 
 def test_a_failed_download_is_one_line_naming_the_file_and_the_mirror_variable(offline, tmp_path, monkeypatch):
@@ -154,6 +153,15 @@ def test_a_failed_download_is_one_line_naming_the_file_and_the_mirror_variable(o
     message = str(error.value)
     assert message.startswith(f"could not download train-images-idx3-ubyte.gz from {url}/train-images-idx3-ubyte.gz")
     assert f"{MIRROR}=DIR" in message and URL in message and "\n" not in message
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_failed_download_removes_only_the_folders_it_made(offline, tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv(URL, dead_url())
+    with pytest.raises(DataError, match="could not download"):
+        taskdata.fetch("mnist", tmp_path / "data", log=lambda message: None)
+    assert list((tmp_path / "data").iterdir()) == []
 
 
 def test_a_mirror_without_the_file_names_it(offline, tmp_path, monkeypatch):
@@ -172,7 +180,7 @@ def test_the_command_line_stops_on_a_failed_download_with_one_line(offline, tmp_
                           text=True, timeout=120)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith("error: could not download aclImdb_v1.tar.gz from ") and done.stderr.count("\n") == 1
-    assert f"{MIRROR}=DIR" in done.stderr and not (tmp_path / "run").exists()
+    assert f"{MIRROR}=DIR" in done.stderr and not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
 
 
 def zip_of(folder, members):
