@@ -102,7 +102,7 @@ def lstm_uniform_(module):
         nn.init.uniform_(p, -bound, bound)
 
 
-BACKENDS = ("fused", "lstm")  # train.backend, resolved (cerebral.config.resolve_backend)
+BACKENDS = ("fused", "lstm")  # train.backend, resolved (cerebral.models.resolve_backend)
 
 
 def use_backend(model, backend):

@@ -129,14 +129,17 @@ def check_saved_config(run_dir, saved):
     return cfg
 
 
-def settle_kernels(cfg):
-    """Put the backend and the elementwise kernel this run trains on into cfg.train
-    (`models.resolve_backend`, `elementwise.resolve_elementwise`): with `auto`, a run folder
-    resumes on the ones it recorded. Before `check_run_dir`."""
+def resume_kernels(cfg):
+    """Where `cfg.out_dir` holds a run, put the backend and the elementwise kernel it recorded into
+    cfg.train in place of `auto`, so that it resumes on its own. Before `check_run_dir`; a new run's
+    `auto` is decided after its data are read (`tasks.decide_kernels`: deciding may build the C++
+    kernels, which takes seconds)."""
     saved = read_config(cfg.out_dir)
-    saved = complete(saved).train if saved else None
-    cfg.train.backend = resolve_backend(cfg, saved.backend if saved else None)
-    cfg.train.elementwise = resolve_elementwise(cfg, saved.elementwise if saved else None)
+    if not saved:
+        return
+    saved = complete(saved).train
+    cfg.train.backend = resolve_backend(cfg, saved.backend)
+    cfg.train.elementwise = resolve_elementwise(cfg, saved.elementwise)
     check_config(cfg)  # what auto resolved to, checked as if given (a recorded seq refused on CUDA)
 
 

@@ -246,10 +246,20 @@ class Classification(_Task):
 TASKS = {"charlm": CharLM, **{name: Classification for name in ("digits", "mnist", "imdb", *VALIDATED)}}
 
 
+def decide_kernels(cfg):
+    """Put the backend and the elementwise kernel the run trains on into cfg.train, which the run
+    records (`models.resolve_backend`, `elementwise.resolve_elementwise`): an explicit or recorded
+    choice stays, `auto` is decided now, building the C++ kernels where it picks them. After the
+    data are read, so that missing data are reported before a build of seconds."""
+    cfg.train.backend = resolve_backend(cfg)
+    cfg.train.elementwise = resolve_elementwise(cfg)
+
+
 def make_task(cfg):
     """The task `cfg.task.name` names, with its data loaded and its model built (on the CPU), its
-    fused cores doing their elementwise work as `train.elementwise` says, on `train.backend`."""
+    fused cores doing their elementwise work as `train.elementwise` says, on `train.backend`
+    (`auto` decided by `decide_kernels`, into cfg)."""
     task = TASKS[cfg.task.name](cfg)
-    use_elementwise(task.model, resolve_elementwise(cfg))
-    use_backend(task.model, resolve_backend(cfg))
+    decide_kernels(cfg)
+    use_backend(use_elementwise(task.model, cfg.train.elementwise), cfg.train.backend)
     return task

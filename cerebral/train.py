@@ -46,14 +46,14 @@ def train(cfg):
     """Train (or resume, or extend) the run described by `cfg`; return the per-epoch losses.
     On the CPU it first calls `keep_freed_memory()`, which stays in force for the process."""
     check_config(cfg)
-    rundir.settle_kernels(cfg)  # recorded resolved; a run folder resumes on its own
+    rundir.resume_kernels(cfg)  # a run folder resumes on its own; a new run's auto is decided with its data
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         keep_freed_memory()
     use_deterministic_kernels()
     torch.manual_seed(cfg.seed)
     rundir.check_run_dir(cfg)  # a folder that refuses this run: before the data are read
-    task = make_task(cfg)  # loads (and checks) the data, then builds the model from the seed
+    task = make_task(cfg)  # loads (and checks) the data, then builds the model from the seed, on its kernels
     if cfg.train.batch_size > len(task):
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the "
                           f"{len(task)} training sequences")

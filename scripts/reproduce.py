@@ -23,7 +23,7 @@ from cerebral.cores import use_backend
 from cerebral.elementwise import kernel_ops, use_elementwise
 from cerebral.errors import USER_ERRORS
 from cerebral.generate import generate_for_run
-from cerebral.models import build_model, resolve_backend
+from cerebral.models import build_model
 from cerebral.precision import speed_warning
 from cerebral.steps import (
     BatchSampler,
@@ -33,7 +33,7 @@ from cerebral.steps import (
     resolve_device,
     timed_train_step,
 )
-from cerebral.tasks import char_lm_loss
+from cerebral.tasks import char_lm_loss, decide_kernels
 from cerebral.train import train
 
 RUNS = [("single_lstm", []), ("stacked_lstm", ["train.epochs=791"]), ("cerebral_lstm", [])]
@@ -43,7 +43,7 @@ def seconds_per_step(cfg, vocab_size, seq_len, repeats=3):
     """Median time of a training step at `cfg`'s sizes on its device, after one warm-up step."""
     device = resolve_device(cfg.device)
     model = use_backend(use_elementwise(build_model(cfg.model, vocab_size), cfg.train.elementwise),
-                        resolve_backend(cfg)).to(device)
+                        cfg.train.backend).to(device)
     optimizer = make_optimizer(cfg.optim, model.parameters())
     tokens = torch.randint(0, vocab_size, (cfg.train.batch_size, seq_len), device=device)
     times = [timed_train_step(model, optimizer, char_lm_loss, tokens, tokens, precision=cfg.train.precision)
@@ -67,10 +67,12 @@ def main(argv=None):
                      "override); give runs_dir=DIR, under which each model gets its own folder")
         for cfg in configs:
             check_config(cfg)
-            rundir.settle_kernels(cfg)
+            rundir.resume_kernels(cfg)
             rundir.check_run_dir(cfg)  # every run folder before any trains: a refusal costs no hours
         data = chardata.load(configs[0].data.dir, configs[0].data.seq_len)
-        if configs[0].train.elementwise != "aten":
+        for cfg in configs:
+            decide_kernels(cfg)
+        if any(cfg.train.elementwise != "aten" for cfg in configs):
             kernel_ops()  # built before the plan times its steps
         # where each run goes on: its checkpoint's epochs; epochs recorded past them train again
         done = [rundir.checkpoint_epochs(cfg.out_dir, build_model(cfg.model, data.vocab_size)) for cfg in configs]

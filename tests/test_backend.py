@@ -19,6 +19,7 @@ from cerebral.config import ConfigError, check_config, compose
 from cerebral.cores import use_backend
 from cerebral.models import build_model, resolve_backend
 from cerebral.rundir import read_config
+from cerebral.tasks import decide_kernels
 from cerebral.train import train
 
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
@@ -108,15 +109,19 @@ def test_a_run_folder_resumes_on_its_recorded_backend_under_auto(data_dir, tmp_p
     # on a CPU: fused (aten, which a CUDA machine also runs, where auto would give seq on some CPUs)
     train(compose(*tiny_overrides(data_dir, tmp_path / "run", "train.elementwise=aten")))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the same command on a CUDA machine
-    for out_dir, expected in ((tmp_path / "run", "fused"), (tmp_path / "new", "lstm")):
-        cfg = compose("model=cerebral_lstm", f"out_dir={out_dir}")
-        rundir.settle_kernels(cfg)
-        assert cfg.train.backend == expected
+    cfg = compose("model=cerebral_lstm", f"out_dir={tmp_path / 'run'}")
+    rundir.resume_kernels(cfg)
+    assert cfg.train.backend == "fused"  # as recorded
+    cfg = compose("model=cerebral_lstm", f"out_dir={tmp_path / 'new'}")
+    rundir.resume_kernels(cfg)
+    assert cfg.train.backend == "auto"  # a new run's is decided once its data are read
+    decide_kernels(cfg)
+    assert cfg.train.backend == "lstm"
     legacy = tmp_path / "legacy"  # a config saved before train.backend existed reads as fused
     legacy.mkdir()
     (legacy / "config.yaml").write_text((tmp_path / "run" / "config.yaml").read_text().replace("  backend: fused\n", ""))
     cfg = compose("model=cerebral_lstm", f"out_dir={legacy}")
-    rundir.settle_kernels(cfg)
+    rundir.resume_kernels(cfg)
     assert cfg.train.backend == "fused"
 
 

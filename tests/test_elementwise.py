@@ -14,7 +14,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from cerebral import CerebralLSTM, PostBiasLSTM, elementwise
 from cerebral.config import compose, config_differences
-from cerebral.errors import ConfigError
+from cerebral.errors import ConfigError, DataError
 from cerebral.precision import autocast
 from cerebral.train import train
 
@@ -254,6 +254,15 @@ def test_auto_gives_a_new_cpu_run_the_sequence_kernel_only_on_a_listed_cpu(monke
     assert elementwise.resolve_elementwise(compose()) == "aten"  # device=auto on a CUDA machine
 
 
+def test_missing_data_are_reported_before_auto_builds_the_kernels(tmp_path, monkeypatch):
+    monkeypatch.setattr(elementwise, "SEQUENCE_CPUS", {elementwise.cpu_key(): "listed"})
+    builds = []
+    monkeypatch.setattr(elementwise, "kernel_ops", lambda: builds.append("built"))
+    with pytest.raises(DataError, match="is missing"):
+        train(compose("device=cpu", f"data.dir={tmp_path / 'no-data'}", f"out_dir={tmp_path / 'run'}"))
+    assert builds == [] and not (tmp_path / "run").exists()
+
+
 def test_a_committed_aten_run_resumes_under_auto_and_a_new_run_records_the_kernel(data_dir, tmp_path, monkeypatch,
                                                                                  kernel_calls):
     train(compose(*tiny_overrides(data_dir, tmp_path / "aten", "train.elementwise=aten")))
@@ -272,7 +281,7 @@ def test_a_run_folder_of_the_kernel_resumed_on_a_cuda_machine_is_refused_in_one_
     train(compose(*tiny_overrides(data_dir, tmp_path / "run", "train.elementwise=seq")))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the same command, device=auto, on a CUDA machine
     with pytest.raises(ConfigError, match="train.elementwise=seq is a CPU kernel, but device=auto trains on CUDA"):
-        rundir.settle_kernels(compose(f"out_dir={tmp_path / 'run'}", f"data.dir={data_dir}"))
+        rundir.resume_kernels(compose(f"out_dir={tmp_path / 'run'}", f"data.dir={data_dir}"))
 
 
 def test_a_saved_config_without_the_key_reads_as_the_aten_calls():
