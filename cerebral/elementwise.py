@@ -88,13 +88,14 @@ def _fail(cause):
 
 
 def kernel_build():
-    """The kernels' compiler flags and build folder: one per checkout, source, flags, torch and Python,
-    so that checkouts and venvs sharing ~/.cache neither rebuild each other's nor load another's."""
+    """The kernels' compiler flags and build folder: one per checkout, source, flags, torch (its
+    version and its folder, whose headers the build includes by path) and Python, so that checkouts
+    and venvs sharing ~/.cache neither rebuild each other's nor load another's."""
     from torch.utils import cpp_extension
 
     capability = torch.backends.cpu.get_cpu_capability()
     flags = FLAGS + ARCH_FLAGS.get(capability, [])
-    key = " ".join([str(CSRC), *flags, torch.__version__, sys.version]).encode()
+    key = " ".join([str(CSRC), *flags, torch.__version__, str(Path(torch.__file__).parent), sys.version]).encode()
     digest = hashlib.sha256(b"".join(path.read_bytes() for path in sorted(CSRC.glob("*.[ch]*"))) + key).hexdigest()[:12]
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root())
     return flags, root / f"cerebral_gates_{capability.lower()}_{digest}"

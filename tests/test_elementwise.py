@@ -3,6 +3,7 @@ the whole loop over the steps) against the ATen calls they replace, and the accu
 exp; and the option. (Their float64 gradcheck is tests/test_fused.py's, run with every choice.)"""
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -359,6 +360,18 @@ def test_every_kernel_source_ships_in_the_package():
     included = {package / "csrc" / name for path in sources
                 for name in re.findall(r'#include "([^"]+)"', path.read_text())}
     assert sources and set(sources) | included <= shipped
+
+
+def test_each_checkout_and_torch_installation_builds_into_a_folder_of_its_own(tmp_path, monkeypatch):
+    """cpp_extension writes the sources' and torch's headers' paths into the build folder's ninja
+    file; two checkouts or two venvs sharing one folder would rebuild it in turn, each for itself."""
+    folder = elementwise.kernel_build()[1]
+    assert elementwise.kernel_build()[1] == folder
+    monkeypatch.setattr(torch, "__file__", "/another/venv/site-packages/torch/__init__.py")
+    assert elementwise.kernel_build()[1] != folder
+    monkeypatch.undo()
+    monkeypatch.setattr(elementwise, "CSRC", Path(shutil.copytree(elementwise.CSRC, tmp_path / "csrc")))  # same sources
+    assert elementwise.kernel_build()[1] != folder
 
 
 def test_a_lock_file_left_by_a_killed_build_does_not_stop_the_next_load():

@@ -150,7 +150,8 @@ def test_the_readme_commands_run_in_a_copy(path, block, tmp_path, data_dir):
         pytest.skip("the README's commands run in the project's virtual environment (make setup)")
     copy = copy_of_the_repository(tmp_path / "repo", data_dir)
     env = {**os.environ, "PATH": f"{copy / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(copy),
-           "PIP_NO_INDEX": "1", "PIP_DRY_RUN": "1"}  # a pip command left unmarked changes nothing, and fails offline
+           "PIP_NO_INDEX": "1", "PIP_DRY_RUN": "1",  # a pip command left unmarked changes nothing, and fails offline
+           "TORCH_EXTENSIONS_DIR": str(tmp_path / "torch_extensions")}  # the copy's kernel build, not kept
     env.pop("CEREBRAL_RUNS", None)
     done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block.body], cwd=copy, env=env,
                           capture_output=True, text=True, timeout=600)
