@@ -110,14 +110,11 @@ def load_run(path, model, seed):
     return run
 
 
-RUN_LOSSES = f"*/seed*/{rundir.LOSSES}"  # a runs folder: <model>/seed<k>/loss.txt
-
-
 def find_runs(runs_dir):
     """model -> its runs under `runs_dir` (`<model>/seed<k>/loss.txt`, non-empty), by seed; the
     paper's three models first, then the others by name."""
     found = {}
-    for loss_file in sorted(Path(runs_dir).glob(RUN_LOSSES)):
+    for loss_file in sorted(Path(runs_dir).glob(f"{rundir.RUN_FOLDERS}/{rundir.LOSSES}")):
         model, seed = loss_file.parent.parent.name, loss_file.parent.name.removeprefix("seed")
         if seed.isdigit() and loss_file.stat().st_size > 0:
             found.setdefault(model, []).append(load_run(loss_file.parent, model, int(seed)))
@@ -225,7 +222,7 @@ def load_comparison(runs_dir, data_dir, need_runs=None):
     if need_runs is None:
         need_runs = Path(runs_dir) != DEFAULT_RUNS
     if need_runs and not runs:
-        if any(any(folder.glob(RUN_LOSSES)) for folder in sweep_folders(runs_dir)):
+        if any(any(folder.glob(f"{rundir.RUN_FOLDERS}/{rundir.LOSSES}")) for folder in sweep_folders(runs_dir)):
             sys.exit(f"error: no runs found under {runs_dir}, but a validation sweep (lr<lr>/MODEL/seedN/): use "
                      f"scripts/compare.py --runs {runs_dir} --validation EPOCHS, e.g. --validation 10,20,30")
         sys.exit(f"error: no runs found under {runs_dir}: a runs folder holds MODEL/seedN/loss.txt, "

@@ -129,14 +129,14 @@ def _fetch_one(upstream_path, target, expected, mirror, base_url, origin):
 
 @contextmanager
 def no_empty_folders_left(folder):
-    """Where the block fails before a file lands under `folder`, remove the folders it made for it
-    (`folder` and its new parents), so that a failed fetch leaves the disk as it found it."""
+    """Where the block fails, remove the folders that did not exist before it (`folder` and the
+    parents made for it) if they hold no file, so that a failed fetch leaves the disk as it found it."""
     new = [p for p in (Path(folder), *Path(folder).parents) if not p.exists()]
     try:
         yield
     except BaseException:
         if new and new[-1].is_dir() and not any(p.is_file() for p in new[-1].rglob("*")):
-            shutil.rmtree(new[-1])
+            shutil.rmtree(new[-1], ignore_errors=True)  # the fetch's own error is the one to report
         raise
 
 

@@ -30,7 +30,7 @@ def load_trained(run_dir, device="cpu"):
     if state is None:
         state = rundir.committed_model(run_dir)
     if state is None:
-        example = min(run_dir.glob(f"*/seed*/{rundir.CONFIG}"), default=None)  # a folder of <model>/seed<k>/ runs
+        example = min(run_dir.glob(f"{rundir.RUN_FOLDERS}/{rundir.CONFIG}"), default=None)  # a folder of runs
         if example:
             raise ConfigError(f"{run_dir} holds runs, not one run: give a run's folder, e.g. {example.parent}")
         raise CheckpointError(f"{run_dir / rundir.CHECKPOINT} does not exist, nor committed weights "

@@ -46,6 +46,7 @@ from cerebral.models import resolve_backend
 from cerebral.steps import cpu_features, device_name, resolve_device
 
 CONFIG, RECORD, METRICS, LOSSES, SAMPLE = "config.yaml", "run.json", "metrics.csv", "loss.txt", "sample.json"
+RUN_FOLDERS = "*/seed*"  # the runs of a runs folder: <model>/seed<k>/ (conf/config.yaml's out_dir)
 MODEL, MANIFEST = "model.pt", "MANIFEST.sha256"
 SAMPLE_KEYS = ("prime", "temperature", "seed", "text")  # what the report shows of a sample
 RECORDED_LOSSES, RECORDED_METRICS = "loss.recorded.txt", "metrics.recorded.csv"

@@ -85,18 +85,18 @@ def main(argv=None):
     warning = speed_warning(precision, device)
     if warning:
         print(warning)
-    elementwise = "" if configs[0].train.elementwise == "aten" else f", elementwise {configs[0].train.elementwise}"
-    print(f"Plan on {device_name(device)}, {precision}{elementwise} (step times measured now):")
-    print(f"{'model':<15}{'epochs':>8}{'done':>6}{'steps/epoch':>13}{'s/step':>8}{'estimate':>11}  out_dir")
+    print(f"Plan on {device_name(device)}, {precision} (step times measured now):")
+    print(f"{'model':<15}{'elementwise':>12}{'epochs':>8}{'done':>6}{'steps/epoch':>13}{'s/step':>8}{'estimate':>11}"
+          "  out_dir")
     total = 0.0
     for cfg, epochs_done in zip(configs, done, strict=True):
         steps = BatchSampler(len(data.inputs), cfg.train, cfg.seed).steps
         remaining = max(cfg.train.epochs - epochs_done, 0) * steps
         per_step = seconds_per_step(cfg, data.vocab_size, data.inputs.shape[1]) if remaining else 0.0
         total += remaining * per_step
-        print(f"{cfg.model.name:<15}{cfg.train.epochs:>8}{epochs_done:>6}{steps:>13}"
+        print(f"{cfg.model.name:<15}{cfg.train.elementwise:>12}{cfg.train.epochs:>8}{epochs_done:>6}{steps:>13}"
               f"{per_step:>8.3f}{remaining * per_step / 3600:>10.2f}h  {cfg.out_dir}")
-    print(f"{'total':<50}{total / 3600:>10.2f}h", flush=True)
+    print(f"{'total':<62}{total / 3600:>10.2f}h", flush=True)
     for cfg, epochs_done, epochs_recorded in zip(configs, done, recorded, strict=True):
         last = min(epochs_recorded, cfg.train.epochs) - 1
         if last >= epochs_done:

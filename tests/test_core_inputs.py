@@ -97,9 +97,11 @@ def test_an_empty_batch_gives_nn_lstm_shapes(cls, options, elementwise):
     assert output.shape == expected.shape and state[0].shape == h_ref.shape
 
 
+@pytest.mark.parametrize("options", [{"num_layers": 2}, {"num_layers": 2, "bidirectional": True, "proj_size": 2}],
+                         ids=["plain", "bidirectional_projected"])
 @pytest.mark.parametrize("cls", [CerebralLSTM, PostBiasLSTM, NovoLSTM])
-def test_an_empty_batch_backpropagates_zeros_as_nn_lstm_does(cls):
-    for core in (nn.LSTM(3, 4, num_layers=2), cls(3, 4, num_layers=2)):
+def test_an_empty_batch_backpropagates_zeros_as_nn_lstm_does(cls, options):
+    for core in (nn.LSTM(3, 4, **options), cls(3, 4, **options)):
         x = torch.randn(5, 0, 3, requires_grad=True)
         output, (h, c) = core(x)
         sum(t.sum() for t in (output, h, *(c if isinstance(c, tuple) else (c,)))).backward()

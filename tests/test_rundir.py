@@ -373,3 +373,13 @@ def test_a_run_folder_of_another_configuration_is_refused_before_any_run_trains(
                                         "configuration:\n  model.state_size: 8 -> 16\n")
         assert result.stdout == ""  # neither the plan nor a run
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cerebral_lstm"]  # the other models never trained
+
+
+def test_every_committed_run_records_the_kernels_it_trained_on():
+    """A run folder resumes on the backend and elementwise kernel its config.yaml records: a
+    recorded `auto` would be compared with the value decided now, and the folder refused."""
+    configs = sorted((ROOT / "results").rglob(rundir.CONFIG))
+    assert configs
+    for path in configs:
+        train = rundir.read_config(path.parent).get("train", {})
+        assert "auto" not in (train.get("backend"), train.get("elementwise")), path
