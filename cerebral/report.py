@@ -462,6 +462,7 @@ def validation_report(root, grid, out_dir=None):
     sweep = validation_sweep(root)
     if not sweep:
         raise ConfigError(f"no validation runs under {root}: it holds lr<lr>/<model>/seed<k>/ runs folders")
+    out_dir = make_output_folder(out_dir) if out_dir else None
     result = validation_choice(sweep, grid)
     runs = [run for model_runs in sweep.values() for rs in model_runs.values() for run in rs]
     task, seeds = runs[0].task, sorted({run.seed for run in runs})

@@ -12,7 +12,7 @@ they choose.
 
 import sys
 
-from cerebral.curves import comparison_parser, default_out_dir, make_output_folder
+from cerebral.curves import comparison_parser, default_out_dir
 from cerebral.errors import ConfigError
 from cerebral.report import VALIDATION, validation_report, write_report
 
@@ -33,13 +33,12 @@ def main(argv=None):
                         "--out (default RUNS)")
     args = parser.parse_args(argv)
     if args.validation:
-        out_dir = make_output_folder(args.out) if args.out else args.runs
         try:
             chosen = validation_report(args.runs, args.validation, args.out)["chosen"]
         except (ValueError, ConfigError) as e:
             sys.exit(f"error: {e}")
         print(f"train.epochs={chosen['epochs']} optim.lr={chosen['lr']} (mean validation accuracy "
-              f"{chosen['mean_val_accuracy']:.2%}): {out_dir / VALIDATION}")
+              f"{chosen['mean_val_accuracy']:.2%}): {(args.out or args.runs) / VALIDATION}")
         return
     out_dir = args.out or default_out_dir(args.runs)
     print(write_report(args.runs, out_dir, args.data))

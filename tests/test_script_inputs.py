@@ -251,12 +251,16 @@ def test_compare_refuses_validation_epochs_that_are_not_positive_counts(epochs, 
     assert load_script("compare").epoch_counts("10,20,10") == [10, 20]
 
 
-def test_compare_validation_writes_into_out(sweep, tmp_path, capsys):
+def test_compare_validation_writes_into_out(sweep, tmp_path, capsys, run_script):
     out = tmp_path / "elsewhere" / "validation"
     load_script("compare").main(["--runs", str(sweep), "--validation", "10,20", "--out", str(out)])
     assert not (sweep / "VALIDATION.md").exists()
     assert f"--runs {sweep} --validation 10,20 --out {out}`" in (out / "VALIDATION.md").read_text()
     assert capsys.readouterr().out.endswith(f"{out / 'VALIDATION.md'}\n")
+    elsewhere = tmp_path / "no-sweep"
+    assert_refused(run_script("compare", "--runs", tmp_path / "nothing", "--validation", "10", "--out", elsewhere),
+                   "no validation runs under")
+    assert not elsewhere.exists()  # no output folder for a report that was not written
 
 
 @pytest.mark.parametrize("script", ["compare", "plot"])
