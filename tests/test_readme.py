@@ -7,6 +7,7 @@ of its own (so a block may not lean on what an earlier one wrote), and every `py
 executed. `text` and `bibtex` blocks hold no commands. docs/PACKAGE.md (the package's page) has
 its `python` blocks executed too."""
 
+import json
 import os
 import re
 import shutil
@@ -17,6 +18,10 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+
+from cerebral import rundir
+from cerebral.curves import published_curves
+from cerebral.losslog import read_losses
 
 README = ROOT / "README.md"
 MAX_LINES = 250
@@ -85,6 +90,60 @@ def test_claims_are_defined_before_they_are_used():
     assert re.match(r"\| C1\b", lines[first]), f"README.md:{first + 1} uses a claim before the table defines it"
     for k in range(1, 6):
         assert any(re.match(rf"\| C{k}: \w", line) for line in lines), f"claim C{k} has no row of its own"
+
+
+NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def readme_table(header_start):
+    """The rows of the README table whose header line starts with `header_start`, as cell lists."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[start + 2:]:  # past the header and its |---| line
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return rows
+
+
+def seed_list(cell):
+    """The seeds a cell names: "0", "0, 1, 2" or "0-2"."""
+    seeds = []
+    for part in cell.split(","):
+        first, _, last = part.strip().partition("-")
+        seeds += range(int(first), int(last or first) + 1)
+    return seeds
+
+
+def test_the_results_tables_give_the_committed_reports_numbers(data_dir):
+    """The claims and runs tables of the README against results/paper/report.json and the runs' own
+    files, so that a regenerated report (e.g. with more seeds) cannot leave the README behind."""
+    paper = ROOT / "results" / "paper"
+    report = json.loads((paper / "report.json").read_text())
+    seeds = sorted({run["seed"] for runs in report["runs"].values() for run in runs})
+    per_seed = report["claims_per_seed"]
+    claims = readme_table("| claim |")
+    assert [row[0].split(":")[0] for row in claims] == ["C1", "C2", "C3", "C4", "C5"]
+    for name, published, ours, holding, _ in claims:
+        claim = name.split(":")[0]
+        for cell, verdict in ((published, report["claims"]["published"][claim]), (ours, report["claims"]["ours"][claim])):
+            assert set(NUMBER.findall(cell)) <= set(NUMBER.findall(verdict["text"])), (claim, cell, verdict["text"])
+        held = sum(v[claim]["holds"] for v in per_seed.values()) if per_seed else int(report["claims"]["ours"][claim]["holds"])
+        assert holding == f"{held}/{len(seeds)}", claim
+    rows = readme_table("| model | epochs |")
+    assert sorted(row[0].strip("`") for row in rows) == sorted(report["runs"])
+    published = published_curves(data_dir)
+    for model, epochs, seed_cell, precision, final, distance, wall in rows:
+        model, stats, runs = model.strip("`"), report["stats"][model.strip("`")], report["runs"][model.strip("`")]
+        assert epochs == str(stats["epochs_ours"]) and seed_list(seed_cell) == [run["seed"] for run in runs], model
+        assert precision == ", ".join(sorted({run["precision"] for run in runs})), model
+        finals = [read_losses(paper / run["path"] / rundir.LOSSES)[-1] for run in runs]
+        assert NUMBER.findall(final)[0] == f"{sum(finals) / len(finals):.5f}", model  # the mean over seeds
+        assert f"({published[model][stats['epochs_ours'] - 1]:.5f})" in final, model
+        assert distance == f"{stats['mean_abs_diff']:.4f}", model
+        hours = sorted(sum(rundir.read_metrics(paper / run["path"])["seconds"]) / 3600 for run in runs)
+        assert NUMBER.findall(wall) == list(dict.fromkeys(f"{h:.2f}" for h in (hours[0], hours[-1]))), model
 
 
 def test_every_block_is_runnable_or_marked_with_a_known_reason():
