@@ -338,7 +338,8 @@ def test_the_plan_counts_from_the_checkpoint_and_names_recorded_epochs_that_trai
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.endswith("seed0")}
-    assert rows["single_lstm"][1:3] == ["3", "3"] and rows["cerebral_lstm"][1:3] == ["3", "0"]
+    recorded = rundir.read_config(tmp_path / "cerebral_lstm" / "seed0")["train"]["elementwise"]  # seq or aten by CPU
+    assert rows["single_lstm"][1:4] == ["aten", "3", "3"] and rows["cerebral_lstm"][1:4] == [recorded, "3", "0"]
     assert "cerebral_lstm: loss.txt records 3 epochs, the checkpoint 0: epochs 0-2 train again" in result.stdout
     assert "single_lstm: loss.txt" not in result.stdout
 
