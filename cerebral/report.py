@@ -1,7 +1,8 @@
 """The comparison report of a runs folder (`make compare RUNS=DIR`, `scripts/compare.py`).
 
 For the character models: the paper's claims judged on the published curves and on our runs,
-each run's record (device, precision, seed, commit, settings, wall time), each claim's number and
+each run's record (device, precision, seed, commit, settings, wall time), each model's loss at its
+last epoch over seeds beside the published curve, each claim's number and
 margins seed by seed, the distance to the published curves (also per seed) and between seeds,
 held-out loss, figures and generated text. For a folder of classification runs
 (task=digits|mnist|imdb|mnist1d|japanese_vowels): test accuracy per core and seed, the task's
@@ -102,6 +103,35 @@ def runs_section(runs, counts):
             commit = (session.get("git_commit") or "-")[:12]
             lines.append(f"| {model} | {count(counts[model])} | {run.seed} | {len(run.losses)} | {device(session)} | "
                          f"{run.precision} | {session.get('torch', '-')} | {commit} | {hours} | {settings} |")
+    return "\n".join(lines)
+
+
+def last_epoch(runs, published):
+    """Per model: the training loss at the last epoch all its seeds have, its mean, sample SD and
+    range over seeds, and the published curve of that model at that epoch (None where it has none)."""
+    rows = {}
+    for model, model_runs in runs.items():
+        curve = mean_curve(model_runs)
+        if not curve:
+            continue
+        epoch = len(curve) - 1
+        losses = [run.losses[epoch] for run in model_runs]
+        reference = published.get(model, [])
+        at_epoch = reference[epoch] if epoch < len(reference) else None
+        mean, sd = claims.mean_sd(losses)
+        rows[model] = {"seeds": len(losses), "epoch": epoch, "mean": mean, "sd": sd, "min": min(losses),
+                       "max": max(losses), "published": at_epoch,
+                       "difference": None if at_epoch is None else mean - at_epoch}
+    return rows
+
+
+def last_epoch_section(rows):
+    lines = ["| model | seeds | epoch | loss: mean | SD | min-max | published | ours - published |",
+             "|---|---|---|---|---|---|---|---|"]
+    for model, r in rows.items():
+        difference = "-" if r["difference"] is None else f"{r['difference']:+.5f}"
+        lines.append(f"| {model} | {r['seeds']} | {r['epoch']} | {r['mean']:.5f} | {fmt(r['sd'], 5)} | "
+                     f"{r['min']:.5f}-{r['max']:.5f} | {fmt(r['published'], 5)} | {difference} |")
     return "\n".join(lines)
 
 
@@ -239,8 +269,10 @@ def spread_section(spread):
 
 
 def seed_numbers(runs, published):
-    """The per-seed numbers of the report: each claim's number, the margins, distances and spread."""
-    return {"claim_values": claims.claim_values(claims.judge_per_seed(runs)), "margins": claims.margins(runs),
+    """The per-seed numbers of the report: the last epoch's loss, each claim's number, the margins,
+    distances and spread."""
+    return {"last_epoch": last_epoch(runs, published),
+            "claim_values": claims.claim_values(claims.judge_per_seed(runs)), "margins": claims.margins(runs),
             "distance_per_seed": seed_distances(runs, published), "seed_spread": seed_spread(runs)}
 
 
@@ -280,6 +312,9 @@ def report(runs_dir, out_dir, runs, verdicts, stats, counts, per_seed, numbers):
         (f"Seeds: {', '.join(map(str, seeds))}. With several seeds, the claims use each model's mean curve, "
          "and the last column counts the seeds whose own curves bear the claim out.\n\n"
          + runs_section(runs, counts)) if runs else "None yet: the claims below use the published curves alone.",
+        *(["Training loss at the last epoch all of a model's seeds have (epochs count from 0), over its seeds, "
+           "beside the published curve of that model at that epoch:\n\n" + last_epoch_section(numbers["last_epoch"])]
+          if runs else []),
         "## The paper's claims",
         claims.claims_table(verdicts["published"], verdicts.get("ours"), per_seed),
         *([single_seed_note()] if runs and len(seeds) == 1 else []),

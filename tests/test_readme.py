@@ -146,6 +146,24 @@ def test_the_results_tables_give_the_committed_reports_numbers(data_dir):
         assert NUMBER.findall(wall) == list(dict.fromkeys(f"{h:.2f}" for h in (hours[0], hours[-1]))), model
 
 
+DECIMAL = re.compile(r"(?<![\w.])\d+\.(\d+)")
+
+
+def test_every_finding_beyond_the_paper_is_a_number_of_the_report_it_links():
+    """Each decimal in a finding of the "Beyond the paper" table is a number of the REPORT.md in its
+    row, rounded to the README's decimals (both roundings allowed for), so that a regenerated report
+    cannot leave a finding behind."""
+    rows = readme_table("| study or task |")
+    assert rows
+    for name, _, finding, link in rows:
+        report = ROOT / re.fullmatch(r"\[REPORT\]\((.+)\)", link).group(1)
+        printed = [(float(m.group(0)), len(m.group(1))) for m in DECIMAL.finditer(report.read_text())]
+        for m in DECIMAL.finditer(finding):
+            value, digits = float(m.group(0)), len(m.group(1))
+            assert any(d >= digits and abs(v - value) <= 0.5 * 10**-digits + 0.5 * 10**-d + 1e-12 for v, d in printed), \
+                f"{name}: {m.group(0)} is in no number of {report.relative_to(ROOT)}"
+
+
 def test_every_block_is_runnable_or_marked_with_a_known_reason():
     blocks = readme_blocks()  # asserts each mark's form and reason
     for block in blocks:

@@ -129,6 +129,17 @@ def test_distance_and_spread_per_seed():
     assert "| single_lstm | 1 | 4 | 1.4500 | 5.0000 (3) |" in report.seed_distance_section(distances)
 
 
+def test_the_last_epoch_all_seeds_have_with_mean_sd_range_and_published():
+    runs = runs_of({"single_lstm": [[3.0, 2.0, 1.0], [3.0, 2.5, 1.5, 0.5]], "novo_lstm": [[4.0, 3.0]]})
+    rows = report.last_epoch(runs, {"single_lstm": [3.0, 2.0, 1.2], "novo_lstm": [9.0]})
+    assert rows["single_lstm"] == {"seeds": 2, "epoch": 2, "mean": 1.25, "sd": pytest.approx(math.sqrt(0.125)),
+                                   "min": 1.0, "max": 1.5, "published": 1.2, "difference": pytest.approx(0.05)}
+    assert rows["novo_lstm"]["published"] is None and rows["novo_lstm"]["sd"] is None  # too short, one seed
+    text = report.last_epoch_section(rows)
+    assert "| single_lstm | 2 | 2 | 1.25000 | 0.35355 | 1.00000-1.50000 | 1.20000 | +0.05000 |" in text
+    assert "| novo_lstm | 1 | 1 | 3.00000 | - | 3.00000-3.00000 | - | - |" in text
+
+
 def test_the_report_of_three_seeds(three_seeds, data_dir):
     write_report(three_seeds, three_seeds, data_dir)
     text = (three_seeds / "REPORT.md").read_text()
@@ -136,6 +147,7 @@ def test_the_report_of_three_seeds(three_seeds, data_dir):
     assert claims.INTERVAL in text and "## Seed by seed" in text
     assert "| cerebral_lstm | 3 | 500 | 4.5000 (5) |" in text  # seed 0 at 0.5, seed 1 at 2.5, seed 2 at 5.0
     assert "| stacked_lstm | 3 | 791 | 2.0000 (251) |" in text
+    assert "| cerebral_lstm | 3 | 499 | 0.49000 | 0.01000 | 0.48000-0.50000 |" in text  # 0.5 - 0.01 s
     data = json.loads((three_seeds / "report.json").read_text())
     assert data["claim_values"]["C3"] == {"per_seed": {"0": 3, "1": 5, "2": 10}, "seeds": 3, "mean": 6,
                                           "sd": pytest.approx(math.sqrt(13))}
