@@ -163,7 +163,7 @@ class _GatedRecurrence(nn.Module):
     num_gates = 4
     num_cells = 1
     fused = True  # False: the equation-by-equation reference path, through autograd
-    elementwise = "aten"  # the fused path's elementwise work: "aten" calls or the "cpp" kernel (cerebral/elementwise.py)
+    elementwise = "aten"  # the fused path's elementwise work: "aten" calls, the "cpp" or "seq" kernel (elementwise.py)
     backend = "fused"  # "lstm": run as torch's nn.LSTM (cuDNN on CUDA), on weights computed from ours (`as_lstm`)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,

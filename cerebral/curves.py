@@ -12,7 +12,7 @@ from pathlib import Path
 from cerebral import data as chardata
 from cerebral import rundir
 from cerebral.atomic import nearest_existing
-from cerebral.errors import USER_ERRORS, ConfigError
+from cerebral.errors import USER_ERRORS, ConfigError, DataError
 from cerebral.losslog import read_losses
 
 MODELS = ("single_lstm", "stacked_lstm", "cerebral_lstm")  # the paper's three
@@ -94,7 +94,7 @@ def published_curves(data_dir=chardata.DEFAULT_DIR):
 
 
 def load_run(path, model, seed):
-    """The run in `path`, filed as `model`, its files read (ConfigError naming a damaged one, and a
+    """The run in `path`, filed as `model`, its files read (LossFileError or ConfigError naming a damaged one, and a
     character model's config.yaml that `rundir.check_saved_config` refuses); ConfigError too when
     its config.yaml names another model, so that a run copied into the wrong folder is not compared
     as that model's curve."""
@@ -211,7 +211,8 @@ def check_writable(path, fix="choose another --out"):
 
 def load_comparison(runs_dir, data_dir, need_runs=None):
     """(published curves, our runs, each model's mean training-loss curve), or exit naming the bad
-    file, a folder that mixes runs of several tasks, classification runs without test scores
+    file (the data's metadata.pkl too, for character-model runs), a folder that mixes runs of
+    several tasks, classification runs without test scores
     (`check_test_scores`), or a folder without runs where some are needed: `need_runs`, by default
     everywhere but the default folder, which a fresh clone lacks (the published curves are then
     drawn and judged alone)."""
@@ -230,7 +231,9 @@ def load_comparison(runs_dir, data_dir, need_runs=None):
     try:
         if run_task(runs) != "charlm":
             check_test_scores(runs_dir, runs)
-    except ConfigError as e:
+        elif runs:  # the report counts each model's parameters under the data's vocabulary
+            chardata.verified_path(data_dir, "data/metadata.pkl")
+    except (ConfigError, DataError) as e:
         sys.exit(f"error: {e}")
     except ValueError as e:  # run_task's: the runs mix tasks
         sys.exit(f"error: {runs_dir}: {e}")

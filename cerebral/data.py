@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cerebral.atomic import atomic_path
+from cerebral.atomic import atomic_path, nearest_existing
 from cerebral.errors import DataError
 
 UPSTREAM_REPO = "mr-ravin/cerebral-rnn-experimental-results"
@@ -140,15 +140,28 @@ def no_empty_folders_left(folder):
         raise
 
 
+def make_data_folder(folder):
+    """Create `folder` (and its parents), or raise a DataError naming what is in the way."""
+    folder = Path(folder)
+    blocker = nearest_existing(folder)
+    if not blocker.is_dir():
+        where = "" if blocker == folder else f" cannot be made: {blocker}"
+        raise DataError(f"the data folder {folder}{where} is a file; give another folder (data.dir=PATH, or --data PATH)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot make the data folder {folder} ({e.strerror}); give another folder "
+                        "(data.dir=PATH, or --data PATH)") from None
+
+
 def fetch(data_dir=DEFAULT_DIR, mirror=None, base_url=None, log=print, files=FILES, origin=SIMPSONS):
     """Fetch every pinned file of `files` (upstream path -> (local path, SHA-256)) into `data_dir`
     from `origin`; files already present and verified are kept."""
     mirror = mirror if mirror is not None else os.environ.get(origin.mirror_var) or None
     base_url = base_url or os.environ.get(origin.url_var) or origin.url
     data_dir = Path(data_dir)
-    if data_dir.exists() and not data_dir.is_dir():
-        raise DataError(f"the data folder {data_dir} is a file; give another folder (data.dir=PATH, or --data PATH)")
     with no_empty_folders_left(data_dir):
+        make_data_folder(data_dir)
         for upstream_path, (local, expected) in files.items():
             target = data_dir / local
             if is_pinned(target, expected):

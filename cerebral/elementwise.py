@@ -59,7 +59,7 @@ FLAGS = ["-O3", "-std=c++20", "-fno-trapping-math", "-fopenmp"]
 
 
 class KernelBuildError(ConfigError):
-    """train.elementwise=cpp where the kernel cannot be built (no compiler, no ninja)."""
+    """train.elementwise=cpp or seq where the kernels cannot be built (no compiler, no ninja)."""
 
 
 def _ninja_on_path():

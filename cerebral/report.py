@@ -583,15 +583,15 @@ def fidelity(ours, reference, published, bound=None):
         if n == 0:
             continue
         a, b = ours[model][:n], reference[model][:n]
-        diffs = [abs(x - y) for x, y in zip(a, b, strict=True)]
+        apart = claims.distance(a, b)
         p = published.get(model, [])[:n]
 
         def distance(curve, p=p):
-            return sum(abs(x - y) for x, y in zip(curve, p, strict=False)) / len(p) if p else None
+            return claims.distance(curve, p)["mean_abs_diff"] if p else None
 
         first_a, first_b = claims.first_at_or_below(a, FIDELITY_LEVEL), claims.first_at_or_below(b, FIDELITY_LEVEL)
-        row = {"epochs": n, "mean_abs_diff": sum(diffs) / n, "max_abs_diff": max(diffs),
-               "max_abs_diff_epoch": diffs.index(max(diffs)), "first_at_3": first_a, "reference_first_at_3": first_b,
+        row = {"epochs": n, "mean_abs_diff": apart["mean_abs_diff"], "max_abs_diff": apart["max_abs_diff"],
+               "max_abs_diff_epoch": apart["max_abs_diff_epoch"], "first_at_3": first_a, "reference_first_at_3": first_b,
                "distance_to_published": distance(a), "reference_distance_to_published": distance(b)}
         row["bound"] = bound if bound is not None else FIDELITY_MEAN.get(model, 0.01)
         checks = [row["mean_abs_diff"] <= row["bound"]]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cerebral.atomic import atomic_path
-from cerebral.data import Origin, check_pinned, copy_source, is_pinned, no_empty_folders_left
+from cerebral.data import Origin, check_pinned, copy_source, is_pinned, make_data_folder, no_empty_folders_left
 from cerebral.data import fetch as fetch_pinned
 from cerebral.errors import DataError
 
@@ -111,6 +111,7 @@ def fetch(name, data_dir, log=print):
     files = {file: (file, digest) for file, digest in download.sha256.items()}
     mirror = os.environ.get(MIRROR_VAR) or installed_folder(download)
     with no_empty_folders_left(folder):
+        make_data_folder(folder)
         if download.archive and mirror is None and not all(is_pinned(folder / f, d) for f, d in download.sha256.items()):
             _unzip(download, folder, os.environ.get(URL_VAR) or download.url, log)
         return fetch_pinned(folder, mirror=mirror, log=log, files=files, origin=download.origin)

@@ -39,7 +39,7 @@ from cerebral.cores import use_backend
 from cerebral.curves import check_writable
 from cerebral.elementwise import KernelBuildError, kernel_ops, use_elementwise
 from cerebral.models import CharRNN, build_model
-from cerebral.steps import device_name, keep_freed_memory, make_optimizer, timed_train_step
+from cerebral.steps import device_name, keep_freed_memory, make_optimizer, resolve_device, timed_train_step
 from cerebral.tasks import char_lm_loss
 
 VOCAB = 89
@@ -499,7 +499,7 @@ def check_args(args):
         try:
             return json.loads(args.out.read_text())
         except ValueError:
-            sys.exit(f"error: {args.out} cannot be read as a benchmark result (JSON), which --modes-only adds to; "
+            sys.exit(f"error: {args.out} cannot be read as a benchmark result (JSON), which --modes-only and --profile add to; "
                      "restore it, or give another --out")
     return {}
 
@@ -507,8 +507,7 @@ def check_args(args):
 def main(argv=None):
     args = parse_args(argv)
     earlier = check_args(args)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     warmup, repeats = (1, 3) if args.quick else (2, args.repeats)
     keep_freed_memory()  # as the training loop does; every entry, nn.LSTM included, runs with it
     print(f"{device_name(device)}, torch {torch.__version__}; {repeats} interleaved repeats\n")

@@ -1,4 +1,4 @@
-"""One prepared check for a CUDA machine: `make gpu-check [GPU_PYTHON=...] [DATA=...] [GPU_OUT=...]`.
+"""One prepared check for a CUDA machine: `make gpu-check [GPU_PYTHON=...] [DATA_DIR=...] [GPU_OUT=...]`.
 
 For a GPU machine that may have no network and another PyTorch: it uses the Python that runs it
 and installs nothing (a missing package is named in one line), reads the fetched data from
@@ -57,27 +57,31 @@ def run_bench(args, env):
             "ms_per_step": {name: row["ms_per_step"] for name, row in bench.get("paper_shapes", {}).items()}}
 
 
-def run_epochs(args):
-    """Three epochs (tiny: two, at state 16) of each model in each precision, and their distance
-    to the published curves."""
+def epoch_configs(args):
+    """The configs of the last step: three epochs (tiny: two, at state 16) of each model in each
+    precision, each in its own folder under --out."""
     from cerebral.config import compose
-    from cerebral.curves import published_curves
+
+    sizes = ["model.state_size=16", "train.steps_per_epoch=3", "train.batch_size=8"] if args.tiny else []
+    return [compose(f"model={model}", f"data.dir={args.data}", f"out_dir={args.out / 'runs' / precision / model / 'seed0'}",
+                    f"device={args.device}", f"train.precision={precision}",
+                    f"train.epochs={2 if args.tiny else 3}", *sizes)
+            for precision in PRECISIONS for model in MODELS]
+
+
+def run_epochs(configs, published):
+    """Train each config, and its distance to the published curve."""
+    from cerebral.claims import distance
     from cerebral.train import train
 
-    published = published_curves(args.data)
-    sizes = ["model.state_size=16", "train.steps_per_epoch=3", "train.batch_size=8"] if args.tiny else []
     rows = []
-    for precision in PRECISIONS:
-        for model in MODELS:
-            out_dir = args.out / "runs" / precision / model / "seed0"
-            start = time.perf_counter()
-            losses = train(compose(f"model={model}", f"data.dir={args.data}", f"out_dir={out_dir}",
-                                   f"device={args.device}", f"train.precision={precision}",
-                                   f"train.epochs={2 if args.tiny else 3}", *sizes))
-            diffs = [abs(a - b) for a, b in zip(losses, published[model], strict=False)]
-            rows.append({"model": model, "precision": precision, "losses": losses,
-                         "published": published[model][:len(losses)], "max_abs_diff": max(diffs),
-                         "seconds": time.perf_counter() - start})
+    for cfg in configs:
+        model, start = cfg.model.name, time.perf_counter()
+        losses = train(cfg)
+        rows.append({"model": model, "precision": cfg.train.precision, "losses": losses,
+                     "published": published[model][:len(losses)],
+                     "max_abs_diff": distance(losses, published[model])["max_abs_diff"],
+                     "seconds": time.perf_counter() - start})
     return rows
 
 
@@ -116,16 +120,21 @@ def main():
         sys.exit("error: PyTorch sees no CUDA device here; run on a GPU machine, or add --device cpu --tiny")
     args.data, args.out = args.data.resolve(), args.out.resolve()
     from cerebral import data as chardata
+    from cerebral import rundir
     from cerebral.curves import make_output_folder, published_curves
     from cerebral.errors import USER_ERRORS
     from cerebral.steps import device_name
 
-    try:  # what the last step reads, checked before the minutes of the first two
+    try:  # what the last step reads and writes, checked before the minutes of the first two
         chardata.load(args.data)
-        published_curves(args.data)
+        published = published_curves(args.data)
+        make_output_folder(args.out)
+        configs = epoch_configs(args)
+        for cfg in configs:  # a run folder of an earlier check at other sizes would refuse at the end
+            rundir.resume_kernels(cfg)
+            rundir.check_run_dir(cfg)
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
-    make_output_folder(args.out)
 
     env = {**os.environ, "CEREBRAL_TEST_DEVICE": args.device, "CEREBRAL_TEST_DATA": str(args.data),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -136,7 +145,10 @@ def main():
     step("benchmark", summary)
     summary["bench"] = run_bench(args, env)
     step("first epochs against the published curves", summary)
-    summary["epochs"] = run_epochs(args)
+    try:
+        summary["epochs"] = run_epochs(configs, published)
+    except USER_ERRORS as e:
+        sys.exit(f"error: {e}")
     write_summary(args, summary)
     print((args.out / "summary.md").read_text())
     failed = [name for name in ("tests", "bench") if summary[name]["returncode"] != 0]

@@ -132,6 +132,19 @@ def test_a_malformed_loss_file_is_named(tmp_path, data_dir):
     assert result.returncode != 0 and "loss.txt, line 2" in result.stderr
 
 
+def test_a_data_folder_without_the_vocabulary_is_named_before_any_output(tmp_path, data_dir):
+    """The report counts parameters under metadata.pkl's vocabulary: a data folder holding only the
+    published curves is refused in one line, as other bad input, before the output folder is made."""
+    shutil.copytree(data_dir / "loss_values", tmp_path / "data" / "loss_values")
+    run = tmp_path / "runs" / "cerebral_lstm" / "seed0"
+    run.mkdir(parents=True)
+    (run / "loss.txt").write_text("[0] loss : 4.2\n[1] loss : 3.9\n")
+    result = run_script("scripts/compare.py", "--runs", str(tmp_path / "runs"), "--data", str(tmp_path / "data"),
+                        "--out", str(tmp_path / "out"))
+    assert result.returncode != 0 and result.stderr.startswith("error: ") and "metadata.pkl" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and not (tmp_path / "out").exists()
+
+
 def test_the_notebook_runs(tiny_runs, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

@@ -5,6 +5,7 @@ import socket
 import pytest
 
 from cerebral import data as chardata
+from cerebral import taskdata
 
 
 def leftovers(folder):
@@ -93,6 +94,18 @@ def test_a_data_folder_that_is_a_file_is_named(tmp_path):
     with pytest.raises(chardata.DataError, match=f"the data folder {taken} is a file"):
         chardata.fetch(taken, log=lambda m: None)
     assert taken.read_text() == "kept"
+    with pytest.raises(chardata.DataError, match=f"the data folder {taken / 'sub'} cannot be made: {taken} is a file"):
+        chardata.fetch(taken / "sub", log=lambda m: None)
+    with pytest.raises(chardata.DataError, match=f"the data folder {taken / 'sub' / 'mnist'} cannot be made: {taken} is a file"):
+        taskdata.fetch("mnist", taken / "sub", log=lambda m: None)
+
+
+def test_a_data_folder_that_cannot_be_made_is_named(tmp_path, monkeypatch):
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+    monkeypatch.setattr(chardata.Path, "mkdir", refuse)
+    with pytest.raises(chardata.DataError, match=f"cannot make the data folder {tmp_path / 'data'} \\(Permission denied\\)"):
+        chardata.fetch(tmp_path / "data", log=lambda m: None)
 
 
 def test_a_mirror_without_the_file_names_it(upstream_layout, tmp_path):

@@ -1,11 +1,14 @@
 """`make gpu-check`: its CPU form end to end at tiny size, and its one-line refusals."""
 
+import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, load_script
+from omegaconf import OmegaConf
 
 
 def gpu_check_module():
@@ -59,3 +62,18 @@ def test_missing_data_or_an_output_under_a_file_is_one_line_before_the_first_ste
         message = str(exit_info.value)
         assert message.startswith("error: ") and problem in message and "\n" not in message
     assert not (tmp_path / "out").exists() and taken.read_text() == ""
+
+
+def test_a_run_folder_of_an_earlier_check_at_other_sizes_is_refused_before_the_first_step(data_dir, tmp_path, monkeypatch):
+    """The last step trains into --out/runs/: a folder left there by a --tiny check would refuse the
+    real one after minutes of tests and benchmark, so every folder is checked first."""
+    module = gpu_check_module()
+    tiny = module.epoch_configs(argparse.Namespace(tiny=True, data=data_dir, out=tmp_path, device="cpu"))[0]
+    Path(tiny.out_dir).mkdir(parents=True)
+    OmegaConf.save(tiny, Path(tiny.out_dir) / "config.yaml")
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--device", "cpu", "--data", str(data_dir), "--out", str(tmp_path)])
+    monkeypatch.setattr(module, "run_tests", lambda *a: pytest.fail("the tests ran before the run folders were checked"))
+    with pytest.raises(SystemExit) as exit_info:
+        module.main()
+    message = str(exit_info.value)
+    assert message.startswith(f"error: {tiny.out_dir} holds a run with another configuration") and "state_size" in message
