@@ -12,7 +12,9 @@ packages (requirements.txt pins them); ONNX Runtime runs the file.
 """
 
 import argparse
+import contextlib
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -41,16 +43,26 @@ def output_names(model):
     return ["logits", "h", *cells]
 
 
+@contextlib.contextmanager
+def _exporting():
+    """No gradients, and nn.LSTM's time loop as a while_loop (PyTorch's own decomposition, without
+    which its time is fixed). That decomposition assigns nn.LSTM's `_flat_weights` and PyTorch then
+    warns that they are no buffers: a warning about its own module, not about the export."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The tensor attributes .*_flat_weights", category=UserWarning)
+        with torch.no_grad(), register_lstm_while_loop_decomposition():
+            yield
+
+
 def export_program(model):
-    """`torch.export` of the eval-mode model, batch and time dynamic. nn.LSTM exports with its
-    time loop as a while_loop (PyTorch's own decomposition for this), else its time is fixed."""
-    with torch.no_grad(), register_lstm_while_loop_decomposition():
+    """`torch.export` of the eval-mode model, batch and time dynamic."""
+    with _exporting():
         return torch.export.export(model.eval(), _example(model), dynamic_shapes=_dynamic_shapes())
 
 
 def export_onnx(model, path):
     """Write the eval-mode model to `path` as one ONNX file, batch and time dynamic."""
-    with torch.no_grad(), register_lstm_while_loop_decomposition():
+    with _exporting():
         program = torch.onnx.export(model.eval(), _example(model), dynamic_shapes=_dynamic_shapes(), dynamo=True,
                                     input_names=["tokens"], output_names=output_names(model),
                                     external_data=False, verbose=False)
