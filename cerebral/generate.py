@@ -23,6 +23,9 @@ def load_trained(run_dir, device="cpu"):
     """The run's model in eval mode, and its vocabulary: from its checkpoint, or where there is
     none, from its committed weights (model.pt, checked against its manifest)."""
     run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ConfigError(f"{run_dir} does not exist: give the folder of a trained run, the one holding "
+                          f"{rundir.CHECKPOINT} or {rundir.MODEL}")
     if run_dir.is_file():
         raise ConfigError(f"{run_dir} is a file: give the run's folder (the one holding {rundir.CHECKPOINT} and "
                           f"{rundir.CONFIG}), e.g. {run_dir.parent}")

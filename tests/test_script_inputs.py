@@ -12,7 +12,7 @@ import yaml
 from conftest import ROOT, load_script
 from omegaconf import OmegaConf
 
-from cerebral import export, generate
+from cerebral import evaluate, export, generate
 from cerebral.config import compose
 from cerebral.errors import ConfigError
 from cerebral.models import build_core
@@ -182,6 +182,12 @@ def test_a_checkpoint_file_given_for_its_run_folder_is_named(tiny_runs, run_scri
     checkpoint = tiny_runs / "cerebral_lstm" / "seed0" / "checkpoint.pt"
     assert_refused(run_script(generate, checkpoint), f"{checkpoint} is a file: give the run's folder",
                    f"e.g. {checkpoint.parent}")
+
+
+def test_a_run_folder_that_does_not_exist_is_named(tmp_path, run_script):
+    for module, args in ((generate, ()), (export, (tmp_path / "model.onnx",)), (evaluate, ())):
+        assert_refused(run_script(module, tmp_path / "typo", *args), f"{tmp_path / 'typo'} does not exist: give the "
+                       "folder of a trained run")
 
 
 def test_export_refuses_an_output_it_could_not_write_before_exporting(tiny_runs, tmp_path, run_script):
