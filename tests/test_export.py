@@ -101,6 +101,7 @@ def test_the_command_exports_a_trained_run(tiny_runs, tmp_path, capsys):
     assert "outputs logits, h, c_upper, c_lower" in capsys.readouterr().out
     session = onnxruntime.InferenceSession(str(tmp_path / "out" / "cerebral.onnx"))
     assert session.get_inputs()[0].name == "tokens"
+    (tmp_path / "no-run").mkdir()
     with pytest.raises(SystemExit, match=r"does not exist, nor committed weights \(model.pt\): train the run first"):
         main([str(tmp_path / "no-run"), str(tmp_path / "x.onnx")])
 

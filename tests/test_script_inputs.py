@@ -125,6 +125,7 @@ def test_late_precision_refuses_fewer_than_one_epoch_before_any_work(tiny_runs, 
 
 def test_late_precision_names_a_run_without_its_checkpoint(tmp_path, run_script):
     missing = tmp_path / "missing"
+    missing.mkdir()
     assert_refused(run_script("late_precision", "evaluate", missing), f"{missing / 'checkpoint.pt'} does not exist")
 
 
