@@ -11,6 +11,7 @@ from hydra import initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from cerebral.elementwise import CHOICES as ELEMENTWISE_CHOICES
 from cerebral.errors import ConfigError
@@ -129,7 +130,12 @@ class Checks:
 
 
 def check_config(cfg):
-    """Raise ConfigError listing every invalid value in `cfg`."""
+    """Raise ConfigError listing every invalid value in `cfg`, or naming a reference (`${...}`)
+    that does not resolve."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{e.full_key}: {str(e).splitlines()[0]}; fix the ${{...}} reference of {e.full_key}") from None
     problems = config_problems(cfg)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

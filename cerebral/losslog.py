@@ -3,6 +3,7 @@
 This module is the only reader and writer of loss files in the project.
 """
 
+import math
 import re
 from pathlib import Path
 
@@ -33,9 +34,12 @@ def parse_losses(text, name="<text>"):
             raise LossFileError(f"{name}, line {number}: epoch index {match.group(1)}, "
                                 f"expected {len(losses)} (one line per epoch from 0)")
         try:
-            losses.append(float(match.group(2)))
+            loss = float(match.group(2))
         except ValueError:
             raise LossFileError(f"{name}, line {number}: {match.group(2)!r} is not a number") from None
+        if not math.isfinite(loss):  # training stops before it would write one (TrainingDiverged)
+            raise LossFileError(f"{name}, line {number}: {match.group(2)!r} is not a finite loss")
+        losses.append(loss)
     return losses
 
 

@@ -59,6 +59,8 @@ def main(argv=None):
 
     try:
         configs = [compose(f"model={m}", *extra, *args.overrides) for m, extra in RUNS]
+        for cfg in configs:
+            check_config(cfg)
         if configs[0].task.name != "charlm":
             sys.exit(f"error: reproduce trains the paper's character models; task={configs[0].task.name} runs with "
                      f"make task TASK={configs[0].task.name}")
@@ -66,7 +68,6 @@ def main(argv=None):
             sys.exit(f"error: the three runs would share out_dir={configs[0].out_dir} (an out_dir= or model= "
                      "override); give runs_dir=DIR, under which each model gets its own folder")
         for cfg in configs:
-            check_config(cfg)
             rundir.resume_kernels(cfg)
             rundir.check_run_dir(cfg)  # every run folder before any trains: a refusal costs no hours
         data = chardata.load(configs[0].data.dir, configs[0].data.seq_len)

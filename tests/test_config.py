@@ -111,6 +111,7 @@ def test_the_command_line_refuses_bad_values_before_any_work(tmp_path):
     (["-m", "seed=0,1", "model.state_sise=16"], "error: model.state_sise is not a key of this config"),
     (["seed=range(0,2)", "model=bogus,single_lstm"], "error: model=bogus is not an option of model"),
     (["-m", "experiment=nonexistent"], "error: experiment=nonexistent is not an option of experiment"),
+    (["seed=${sed}"], "error: seed: Interpolation key 'sed' not found; fix the ${...} reference of seed"),
 ])
 def test_the_command_line_refuses_an_override_in_one_line_before_any_work(args, problem, data_dir, tmp_path):
     tiny = tiny_overrides(data_dir, tmp_path / "run")  # were the check to let it through: seconds of training

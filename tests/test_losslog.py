@@ -21,6 +21,7 @@ def test_published_style_and_trailing_blank_lines():
 @pytest.mark.parametrize("text,line", [
     ("[0] loss : 4.2\n[1] loss 3.1\n", 2), ("[0] loss : 4.2\n[2] loss : 3.1\n", 2),
     ("[0] loss : abc\n", 1), ("[0] loss : 4.2\n\n[1] loss : 3.1\n", 2),
+    ("[0] loss : 4.2\n[1] loss : nan\n", 2), ("[0] loss : inf\n", 1),
 ])
 def test_malformed_lines_are_named(text, line, tmp_path):
     path = tmp_path / "bad.txt"
