@@ -7,6 +7,7 @@ needed. `--save` writes the sample with its settings to sample.json in the run d
 """
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -60,8 +61,8 @@ def sample(model, vocab, prime, length, temperature=1.0, seed=0):
                          f"not in the vocabulary: {unknown}")
     if not (isinstance(length, int) and length >= 0):
         raise ValueError(f"length must be a non-negative integer, got {length!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    if not 0 < temperature < math.inf:
+        raise ValueError(f"temperature must be a positive finite number, got {temperature}")
     if not -2**63 <= seed < 2**64:  # what a torch.Generator takes
         raise ValueError(f"seed must lie in [-2**63, 2**64), got {seed}")
     generator = torch.Generator().manual_seed(seed)

@@ -9,6 +9,7 @@ epoch at or below 3.0 within 3 epochs, and each distance to the published curve 
 """
 
 import argparse
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -40,8 +41,8 @@ def main(argv=None):
     if out.is_dir():
         sys.exit(f"error: --out {out} is a folder: give the file to write, e.g. --out {out / 'FIDELITY.md'}")
     make_output_folder(out.parent)
-    if args.bound is not None and not args.bound > 0:
-        sys.exit(f"error: --bound must be a positive number, got {args.bound}")
+    if args.bound is not None and not 0 < args.bound < math.inf:
+        sys.exit(f"error: --bound must be a positive finite number, got {args.bound}")
     table = fidelity_table(fidelity(ours, reference, published, args.bound), args.name, args.reference_name)
     command = shlex.join(["python", "scripts/fidelity.py", *(sys.argv[1:] if argv is None else argv)])
     # the records list the compared models only

@@ -33,8 +33,9 @@ def test_bad_prime_and_settings_are_refused(tiny_runs):
     model, vocab = load_trained(tiny_runs / "single_lstm" / "seed0")
     with pytest.raises(ValueError, match="not in the vocabulary"):
         sample(model, vocab, "Moe\u2603", 5)
-    with pytest.raises(ValueError, match="temperature"):
-        sample(model, vocab, "Moe", 5, temperature=0)
+    for temperature in (0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="temperature must be a positive finite number"):
+            sample(model, vocab, "Moe", 5, temperature=temperature)
     with pytest.raises(ValueError, match="length"):
         sample(model, vocab, "Moe", -1)
     with pytest.raises(ValueError, match=r"seed must lie in \[-2\*\*63, 2\*\*64\), got 99999999999999999999"):

@@ -208,6 +208,14 @@ def test_fidelity_refuses_folders_without_a_model_in_common(tiny_runs, tmp_path,
     assert not (tmp_path / "cerebral_lstm" / "FIDELITY.md").exists()
 
 
+@pytest.mark.parametrize("bound", ["0", "-1", "inf", "nan"])
+def test_fidelity_refuses_a_bound_that_is_not_a_positive_finite_number(bound, tiny_runs, tmp_path, data_dir, run_script):
+    assert_refused(run_script("fidelity", "--runs", tiny_runs, "--reference", tiny_runs, "--data", data_dir,
+                              "--out", tmp_path / "F.md", f"--bound={bound}"),
+                   f"--bound must be a positive finite number, got {float(bound)}")
+    assert not (tmp_path / "F.md").exists()
+
+
 @pytest.mark.parametrize("override,problem", [
     ("task=digits", "reproduce trains the paper's character models; task=digits runs with make task TASK=digits"),
     ("model=single_lstm", "the three runs would share out_dir="),
