@@ -111,10 +111,7 @@ def last_epoch(runs, published):
     range over seeds, and the published curve of that model at that epoch (None where it has none)."""
     rows = {}
     for model, model_runs in runs.items():
-        curve = mean_curve(model_runs)
-        if not curve:
-            continue
-        epoch = len(curve) - 1
+        epoch = min(len(run.losses) for run in model_runs) - 1  # find_runs keeps only non-empty curves
         losses = [run.losses[epoch] for run in model_runs]
         reference = published.get(model, [])
         at_epoch = reference[epoch] if epoch < len(reference) else None
